@@ -1,0 +1,288 @@
+"""The seams of pappus: what a backend provides and what core builds on it.
+
+A backend is a :class:`Backend` bundle registered through the ``pappus_register_backends`` hook.
+Its one substantial piece is a :class:`DeviceAPI`; the engines (sequential and multiprocess), the
+pool, the interpreter and the dispatcher are core's, written once and generic over it.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .kernels import DeviceLimits, LibraryInfo
+
+if TYPE_CHECKING:
+    from .plan import Launch, Program
+
+
+class Capability(str, enum.Enum):
+    """What a backend claims. The conformance suite tests every claim; unclaimed ones are reported
+    as "not claimed", never as passed."""
+
+    ZEROING = "zeroing"  # no data of one invocation is readable by a later one
+    MALLOC_HEAP_LIMIT = "malloc_heap_limit"  # device malloc is bounded (0 by default)
+    FAULT_CONTAINMENT = "fault_containment"  # a faulting invocation fails alone; the engine recovers
+    WATCHDOG = "watchdog"  # deadlines end hung kernels
+    SANDBOX = "sandbox"  # kernel code cannot make system calls or touch host memory
+    SIGNATURES = "signatures"  # kernel signatures are checked at registration
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+@dataclass(frozen=True)
+class LibraryImage:
+    """A library's bytes as the registry holds them: verified against ``sha256`` before loading."""
+
+    sha256: str
+    data: bytes
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    total_memory: int
+    free_memory: int
+    limits: DeviceLimits = field(default_factory=DeviceLimits)
+    heap_limit: int | None = None  # device malloc heap as read back from the device
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- DeviceAPI ------------------------------------------------------------------------------
+
+
+class DeviceAPI(abc.ABC):
+    """One device as one engine (or one multiprocess worker) drives it.
+
+    Addresses are plain integers in the device's address space. Errors are raised as pappus
+    errors (``KernelFault``, ``DeviceError``, ...), never as status tuples. One instance is used by
+    one thread at a time, except :meth:`abort`, which the engine may call from another thread.
+    """
+
+    #: True when kernels cannot write outside the pool range handed to the current invocation
+    #: (e.g. the CPU backend's guard pages); otherwise the pool also scrubs before use.
+    bounds_writes: bool = False
+
+    @abc.abstractmethod
+    def open(self) -> DeviceInfo:
+        """Attach to the device; called once before anything else, in the process that uses it."""
+
+    @abc.abstractmethod
+    def reserve(self, nbytes: int) -> int:
+        """Allocate the pool (once); return its base address."""
+
+    @abc.abstractmethod
+    def write(self, address: int, data: memoryview) -> None:
+        """Copy host bytes to device memory."""
+
+    @abc.abstractmethod
+    def read(self, address: int, out: memoryview) -> None:
+        """Copy device memory into a host buffer of ``out.nbytes``."""
+
+    @abc.abstractmethod
+    def memset(self, address: int, value: int, nbytes: int) -> None:
+        """Fill device memory; used to zero the pool."""
+
+    @abc.abstractmethod
+    def load_module(self, image: LibraryImage) -> Any:
+        """Load a library (already validated at registration); return a module handle."""
+
+    @abc.abstractmethod
+    def get_kernel(self, module: Any, name: str) -> Any:
+        """Look a kernel up in a loaded module; return a handle for :meth:`launch`."""
+
+    @abc.abstractmethod
+    def launch(self, launch: Launch) -> None:
+        """Enqueue one kernel launch (arguments already packed to the kernel's signature)."""
+
+    @abc.abstractmethod
+    def synchronize(self) -> None:
+        """Wait for everything enqueued; raise KernelFault if a kernel faulted."""
+
+    def run(self, program: Program) -> None:
+        """Execute a launch program. The default walks it launch by launch, then synchronizes;
+        backends whose launches are expensive to issue one by one ship the whole program."""
+        from .plan import Launch
+
+        def walk(steps: Program) -> None:
+            for step in steps:
+                if isinstance(step, Launch):
+                    self.launch(step)
+                else:
+                    for _ in range(step.times):
+                        walk(step.body)
+
+        walk(program)
+        self.synchronize()
+
+    def unload_module(self, module: Any) -> None:
+        """Drop a module (module cache eviction). Default: nothing."""
+
+    def set_malloc_heap_limit(self, nbytes: int) -> int:
+        """Bound device-side malloc; return the limit the device reports back."""
+        return nbytes
+
+    def reset(self) -> None:
+        """Recover after a fault. Raise if the device cannot recover in-process (the engine then
+        replaces the whole worker or device instance)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop whatever runs now, from another thread (deadlines). Default: cannot."""
+        raise NotImplementedError
+
+    @property
+    def healthy(self) -> bool:
+        """False once the device must not be used again (e.g. a sticky CUDA error)."""
+        return True
+
+    def close(self) -> None:
+        """Release the pool and the device."""
+
+
+# --- memory domain and contexts -------------------------------------------------------------
+
+
+@runtime_checkable
+class Context(Protocol):
+    """A byte region with named item sets (inputs, outputs) that an invocation's data travels in."""
+
+    def write(self, item_set: str, name: str, data: Any) -> memoryview: ...
+
+    def view(self, item_set: str, name: str) -> memoryview: ...
+
+    def items(self, item_set: str) -> Mapping[str, memoryview]: ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class MemoryDomain(Protocol):
+    """A context factory: where function inputs and outputs live on the host side."""
+
+    def acquire_context(self, size: int) -> Context: ...
+
+
+# --- driver, engine, fault monitor ----------------------------------------------------------
+
+
+class Engine(abc.ABC):
+    """Runs invocations. Every submitted invocation settles exactly once."""
+
+    name: str
+
+    @abc.abstractmethod
+    def submit(self, invocation: Any) -> Any:
+        """Queue an invocation; return a future."""
+
+    @abc.abstractmethod
+    def close(self, drain: bool = True, timeout: float | None = None) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """Pool bytes one invocation may use."""
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A device fault as a fault monitor observes it."""
+
+    address: int | None
+    reasons: tuple[str, ...]
+    agent: str | None = None
+    timestamp: float | None = None
+
+
+class FaultMonitor(abc.ABC):
+    """Reports device faults so an engine can fail exactly the invocation that caused them."""
+
+    name: str = "fault-monitor"
+
+    @abc.abstractmethod
+    def availability(self) -> Availability: ...
+
+    @abc.abstractmethod
+    def start(self, on_fault: Callable[[FaultEvent], None]) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+
+class Driver(abc.ABC):
+    """Reads libraries of a backend's format without running them."""
+
+    @abc.abstractmethod
+    def inspect_library(self, data: bytes) -> LibraryInfo:
+        """Parse a library statically; raise LibraryError with the reason if it is unusable."""
+
+    def device_limits(self) -> DeviceLimits:
+        return DeviceLimits()
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """How to create a backend's DeviceAPI in any process: an importable factory and options.
+
+    Multiprocess workers receive this (not a live object) and build their own device.
+    """
+
+    factory: str  # "module:callable"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def create(self, **extra: Any) -> DeviceAPI:
+        import importlib
+
+        module_name, _, attr = self.factory.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        device = factory(**{**dict(self.options), **extra})
+        if not isinstance(device, DeviceAPI):
+            raise TypeError(f"{self.factory} returned {type(device).__name__}, not a DeviceAPI")
+        return device
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend bundle: registered by a plugin through ``pappus_register_backends``.
+
+    ``device`` builds the DeviceAPI (``DeviceSpec``), ``driver`` inspects libraries, ``check``
+    answers whether the backend can run here (and why not), ``engine_kinds`` names the engines
+    core builds for it (``<name>-sequential``, ``<name>-multiprocess``).
+    """
+
+    name: str
+    description: str
+    driver: Driver
+    device: Callable[..., DeviceSpec]
+    check: Callable[[], Availability]
+    capabilities: frozenset[Capability] = frozenset()
+    engine_kinds: tuple[str, ...] = ("sequential", "multiprocess")
+    library_suffixes: tuple[str, ...] = ()
+    #: Where kernels run. "device": on an accelerator, so the sequential engine may drive it from
+    #: a supervisor thread. The CPU backend also qualifies: its DeviceAPI runs kernels only in
+    #: sandboxed child processes, never in the calling process.
+    execution: str = "device"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = ""
+
+    def engine_names(self) -> list[str]:
+        return [f"{self.name}-{kind}" for kind in self.engine_kinds]
+
+
+def capabilities(*names: str | Capability) -> frozenset[Capability]:
+    return frozenset(Capability(n) for n in names)
+
+
+def iter_engine_names(backends: Iterable[Backend]) -> list[str]:
+    return [name for b in backends for name in b.engine_names()]

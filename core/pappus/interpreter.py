@@ -1,0 +1,62 @@
+"""The blueprint interpreter: one invocation on one device, written once for every backend.
+
+Resolve sizes against the inputs, allocate buffers from the pool, copy inputs in, run the
+control flow through the DeviceAPI, copy outputs out, and always release (zero) the pool, on
+success, error, fault and timeout alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .interfaces import DeviceAPI
+from .plan import Plan, Resolution
+from .pool import BufferPool
+
+OutputSink = Callable[[str, int], Any]
+
+
+def run_invocation(
+    device: DeviceAPI,
+    pool: BufferPool,
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    handles: Mapping[str, Any],
+    *,
+    resolution: Resolution | None = None,
+    sink: OutputSink | None = None,
+) -> dict[str, Any]:
+    """Run ``plan`` on ``inputs``; return each output as bytes, or as written into ``sink(name, size)``.
+
+    ``inputs`` values are buffer-protocol objects (bytes, memoryview, numpy arrays). ``sink`` lets
+    the caller choose where outputs land (a shared-memory context) so they are copied once.
+    """
+    res = resolution if resolution is not None else plan.resolve(inputs)
+    names = [name for name, _ in plan.config.blueprint.buffers]
+    try:
+        placed = pool.layout([(name, res.sizes[name]) for name in names])
+        offsets = dict(zip(names, placed))
+        base = pool.base
+        for name in plan.inputs:
+            data = inputs[name]
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            if view.nbytes:
+                device.write(base + offsets[name], view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+        device.run(plan.program(res, base, handles, offsets))
+        outputs: dict[str, Any] = {}
+        for name in plan.outputs:
+            size = res.sizes[name]
+            if sink is None:
+                out = bytearray(size)
+                if size:
+                    device.read(base + offsets[name], memoryview(out))
+                outputs[name] = bytes(out)
+            else:
+                dst = sink(name, size)
+                if size:
+                    device.read(base + offsets[name], dst)
+                outputs[name] = dst
+        return outputs
+    finally:
+        pool.release()
