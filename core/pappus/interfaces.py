@@ -274,6 +274,10 @@ class Backend:
     #: sandboxed child processes, never in the calling process.
     execution: str = "device"
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Build targets this backend compiles HIP source for (fnmatch patterns: "cpu", "gfx*", "sm_*").
+    build_targets: tuple[str, ...] = ()
+    #: ``build(source, out_dir, targets) -> [paths written]``; used by ``pappus build``.
+    build: Callable[[Any, Any, list[str]], list[Any]] | None = None
     plugin: str = ""
 
     def engine_names(self) -> list[str]:
