@@ -89,6 +89,7 @@ class _Parser:
         self.device = device
         self.errors: list[FieldError] = []
         self.actions_seen = 0
+        self.input_sizes: dict[str, int | None] = {}
 
     def err(self, path: str, message: str) -> None:
         self.errors.append(FieldError(path, message))
@@ -217,6 +218,7 @@ class _Parser:
             return None
         assert isinstance(value, dict)
         inputs = self.inputs(value.get("inputs", []))
+        self.input_sizes = {spec.name: spec.size for spec in inputs}
         input_names = {spec.name for spec in inputs}
         buffers = self.buffers(value.get("buffers", {}), input_names)
         names = input_names | {name for name, _ in buffers}
@@ -366,7 +368,10 @@ class _Parser:
                 ok = False
             if not ok:
                 return None
-            return FromInput(input=name, index=index, dtype=dtype)  # type: ignore[arg-type]
+            node = FromInput(input=name, index=index, dtype=dtype)  # type: ignore[arg-type]
+            before = len(self.errors)
+            self.check_from_input(node, path, self.input_sizes)
+            return node if len(self.errors) == before else None
         if kind in ("Mul", "Add"):
             if not isinstance(body, list) or not body:
                 self.err(p, "must be a non-empty array of sizes")
@@ -459,8 +464,6 @@ class _Parser:
     def sizing_refs(self, sizing: Sizing, path: str, sizes: dict[str, int | None], refs: set[str]) -> None:
         if isinstance(sizing, Sizeof):
             refs.add(sizing.name)
-        elif isinstance(sizing, FromInput):
-            self.check_from_input(sizing, path, sizes)
         elif isinstance(sizing, Mul):
             for f in sizing.factors:
                 self.sizing_refs(f, path, sizes, refs)
@@ -681,7 +684,7 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
     """Read a config from a path, JSON text/bytes or an already-decoded mapping."""
     if isinstance(source, Mapping):
         return dict(source)
-    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip()[:1] in ("{", "[")):
         path = Path(source)
         try:
             size = path.stat().st_size

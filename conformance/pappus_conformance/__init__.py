@@ -1,0 +1,1 @@
+"""The pappus conformance suite: isolation properties any backend runs against itself."""

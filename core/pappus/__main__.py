@@ -1,0 +1,7 @@
+"""``python -m pappus`` is the ``pappus`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""The ``pappus`` command line. Every command has ``--help``; errors are one clear line.
+
+Commands live in small modules next to this one; each contributes ``add_parser(subparsers)``
+and a ``run(args)`` function. The parser built here is also what generates the CLI reference
+in the docs, so help texts are written for readers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..errors import PappusError, ValidationError
+
+COMMAND_MODULES = [
+    "pappus.cli.plugins_cmd",
+    "pappus.cli.validate_cmd",
+    "pappus.cli.build_cmd",
+    "pappus.cli.run_cmd",
+    "pappus.cli.functions_cmd",
+    "pappus.cli.import_cmd",
+    "pappus.cli.serve_cmd",
+    "pappus.cli.bench_cmd",
+    "pappus.cli.demo_cmd",
+    "pappus.cli.conformance_cmd",
+    "pappus.cli.tenant_cmd",
+    "pappus.cli.new_backend_cmd",
+]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pappus",
+        formatter_class=_Formatter,
+        description="Run untrusted GPU functions serverlessly: many tenants, one accelerator.",
+        epilog="Start with:  pappus plugins   (what can run here)\n"
+               "             pappus demo      (the thesis workloads on the CPU backend)\n"
+               "Every command has --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"pappus {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # that command is not part of this build
+            raise
+        module.add_parser(sub, _Formatter)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+        return int(code or 0)
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
+    except KeyboardInterrupt:
+        print("pappus: interrupted", file=sys.stderr)
+        return 130
+    except PappusError as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, ValidationError) and len(exc.errors) > 1:
+            print(f"pappus: {exc.fields.get('what', 'config')} is invalid ({len(exc.errors)} problems):",
+                  file=sys.stderr)
+            for err in exc.errors:
+                print(f"  {err}", file=sys.stderr)
+        else:
+            print(f"pappus: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"pappus: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())

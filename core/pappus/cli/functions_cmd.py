@@ -1,0 +1,57 @@
+"""``pappus register`` / ``pappus list``: manage the registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import add_runtime_options, runtime_from
+
+
+def add_parser(sub: Any, formatter: Any) -> None:
+    p = sub.add_parser("register", formatter_class=formatter, help="register a library or a function",
+                       description="Store a library or a function in the registry (validated first).",
+                       epilog="examples:\n  pappus register library matmul build/matmul.so\n"
+                              "  pappus register function matmul examples/matmul/matmul.json")
+    p.add_argument("kind", choices=["library", "function"])
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--format", choices=["pappus", "dandelion"], help="config format (functions; default: detect)")
+    add_runtime_options(p)
+    p.set_defaults(func=run_register)
+    q = sub.add_parser("list", formatter_class=formatter, help="list registered libraries and functions",
+                       description="List the libraries and functions of a tenant.")
+    q.add_argument("--json", action="store_true")
+    add_runtime_options(q)
+    q.set_defaults(func=run_list)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    with runtime_from(args) as rt:
+        if args.kind == "library":
+            rec = rt.register_library(args.name, Path(args.path), tenant=args.tenant)
+            print(f"library {rec.name}: {rec.size} bytes, sha256 {rec.sha256[:16]}, kernels: {', '.join(rec.kernels)}")
+        else:
+            frec = rt.register_function(args.name, Path(args.path), tenant=args.tenant, format=args.format)
+            libs = ", ".join(f"{k}@{v[:12]}" for k, v in frec.libraries.items())
+            print(f"function {frec.name}: engine {frec.engine}, libraries {libs}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..registry import Registry
+
+    reg = Registry(args.state_dir)
+    libs = reg.list_libraries(args.tenant)
+    funcs = reg.list_functions(args.tenant)
+    if args.json:
+        print(json.dumps({"libraries": [vars(r) for r in libs], "functions": [
+            {"name": f.name, "engine": f.engine, "libraries": f.libraries} for f in funcs]}, indent=2))
+        return 0
+    for r in libs:
+        print(f"library  {r.name:24} {r.size:>10} B  {r.sha256[:16]}  {r.backend}")
+    for f in funcs:
+        print(f"function {f.name:24} {f.engine:18} " + ", ".join(f.libraries))
+    return 0

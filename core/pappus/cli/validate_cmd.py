@@ -1,0 +1,80 @@
+"""``pappus validate``: check a function config, and optionally its libraries, without running it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import FieldError, LibraryError, ValidationError
+from .common import pairs
+
+
+def add_parser(sub: Any, formatter: Any) -> None:
+    p = sub.add_parser(
+        "validate", formatter_class=formatter, help="validate a function config (and its libraries)",
+        description="Validate a function config. Every problem is printed as path.to.field: message.\n"
+                    "With --library, kernels and argument sizes are also checked against the\n"
+                    "real signatures in the libraries (read statically; nothing is loaded).",
+        epilog="example:\n  pappus validate examples/matmul/matmul.json --library matmul=build/matmul.so")
+    p.add_argument("config", help="function config (JSON)")
+    p.add_argument("--library", action="append", metavar="NAME=PATH",
+                   help="a library the config names; repeat for several")
+    p.add_argument("--backend", default=None,
+                   help="backend whose format the libraries are in (default: guessed from the file)")
+    p.add_argument("--heap-limit", type=int, default=0, metavar="BYTES",
+                   help="device malloc heap the function would run with (default: 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import check_function_against_libraries, load_config_document, parse_function
+    from ..plugins import get_plugins
+
+    doc = load_config_document(Path(args.config))
+    plugins = get_plugins()
+    libs = pairs(args.library, "--library")
+    backend = None
+    if args.backend:
+        backend = plugins.backend(args.backend)
+    elif libs:
+        backend = guess_backend(plugins, next(iter(libs.values())))
+    device = backend.driver.device_limits() if backend else None
+    config = parse_function(doc, device=device)
+    if libs:
+        assert backend is not None
+        infos = {}
+        errors = []
+        for name, path in libs.items():
+            try:
+                infos[name] = backend.driver.inspect_library(Path(path).read_bytes())
+            except LibraryError as exc:
+                errors.append(FieldError(f"--library {name}", exc.errors[0].message))
+            except OSError as exc:
+                errors.append(FieldError(f"--library {name}", f"cannot read {path}: {exc.strerror}"))
+        missing = [lib for lib in config.libraries if lib not in libs]
+        errors += [FieldError("library", f"library {lib!r} is named by the config but not given with --library")
+                   for lib in missing]
+        if not errors:
+            errors = check_function_against_libraries(config, infos, heap_limit=args.heap_limit, device=device)
+        if errors:
+            raise ValidationError(errors)
+    kernels = len(config.kernels)
+    checked = f", checked against {len(libs)} librar{'y' if len(libs) == 1 else 'ies'} ({backend.name})" if libs else ""
+    print(f"{args.config}: valid ({kernels} kernel{'s' if kernels != 1 else ''}{checked})")
+    return 0
+
+
+def guess_backend(plugins: Any, path: str) -> Any:
+    """The first backend whose driver accepts the file."""
+    data = Path(path).read_bytes()
+    reasons = []
+    for backend in plugins.backends:
+        try:
+            backend.driver.inspect_library(data)
+            return backend
+        except LibraryError as exc:
+            reasons.append(f"{backend.name}: {exc.errors[0].message}")
+        except Exception as exc:  # a broken driver must not hide the others
+            reasons.append(f"{backend.name}: {exc}")
+    raise LibraryError(f"no backend accepts {path} (" + "; ".join(reasons) + ")")

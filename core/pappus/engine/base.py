@@ -1,0 +1,176 @@
+"""What both engines share: admission, the fair queue, settling, metrics, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EngineClosed, OutOfMemory, PappusError
+from ..interfaces import Backend, DeviceSpec, Engine
+from .executor import ExecutorConfig
+from ..plan import Plan
+from .invocation import FunctionSpec, Invocation, InvocationRecord, outcome_of
+from .queue import FairQueue
+
+log = logging.getLogger("pappus.engine")
+
+
+@dataclass
+class EngineOptions:
+    """Options common to every engine; backends add their own device options."""
+
+    workers: int = 2  # multiprocess only
+    queue_size: int = 1024
+    heap_limit: int = 0
+    pool_bytes: int | None = None
+    memory_fraction: float = 0.9
+    module_cache_size: int = 64
+    abort_grace: float = 2.0  # seconds a hung device gets to stop after abort()
+    tenant_weights: dict[str, int] = field(default_factory=dict)
+    per_tenant_queue: Callable[[str], int | None] | None = None
+    device_options: dict[str, Any] = field(default_factory=dict)
+
+    def executor_config(self, share: int) -> ExecutorConfig:
+        return ExecutorConfig(pool_bytes=self.pool_bytes, memory_fraction=self.memory_fraction, share=share,
+                              heap_limit=self.heap_limit, module_cache_size=self.module_cache_size)
+
+
+class Metrics:
+    """Counters and recent latencies of one engine. Cheap to update; read by /metrics and hooks."""
+
+    def __init__(self, engine: str, keep: int = 4096) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.submitted = 0
+        self.outcomes: dict[str, int] = {}
+        self.in_flight = 0
+        self.respawns = 0
+        self.faults = 0
+        self.cold = 0
+        self.latencies: deque[float] = deque(maxlen=keep)
+        self.records: list[InvocationRecord] = []
+        self.collect_records = False
+
+    def finished(self, inv: Invocation, error: BaseException | None) -> None:
+        now = time.monotonic()
+        outcome = outcome_of(error)
+        with self.lock:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self.latencies.append(now - inv.submitted)
+            if outcome in ("kernel_fault", "sandbox_violation", "worker_lost", "deadline_exceeded"):
+                self.faults += 1
+            if self.collect_records:
+                started = inv.started or now
+                self.records.append(InvocationRecord(inv.id, inv.function.name, inv.tenant, self.engine, outcome,
+                                                     started - inv.submitted, now - started))
+
+    def take_records(self) -> list[InvocationRecord]:
+        with self.lock:
+            records, self.records = self.records, []
+            return records
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            lat = sorted(self.latencies)
+        def pct(p: float) -> float | None:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
+        return {
+            "engine": self.engine, "submitted": self.submitted, "in_flight": self.in_flight,
+            "outcomes": dict(self.outcomes), "respawns": self.respawns, "faults": self.faults,
+            "cold": self.cold, "p50_s": pct(0.5), "p99_s": pct(0.99),
+        }
+
+
+class EngineBase(Engine):
+    """Admission and settling shared by the sequential and multiprocess engines."""
+
+    kind = "?"
+
+    def __init__(self, backend: Backend, options: EngineOptions) -> None:
+        self.backend = backend
+        self.options = options
+        self.name = f"{backend.name}-{self.kind}"
+        self.device_spec: DeviceSpec = backend.device(**{**dict(backend.defaults), **options.device_options})
+        self.queue: FairQueue[Invocation] = FairQueue(options.queue_size, weights=options.tenant_weights,
+                                                      per_tenant_max=options.per_tenant_queue)
+        self.metrics = Metrics(self.name)
+        self._healthy = True
+        self._closed = False
+        self.unhealthy_reason = ""
+        self.started = threading.Event()
+        self.start_error: BaseException | None = None
+        self._plans: dict[str, Plan] = {}
+        self._plans_lock = threading.Lock()
+
+    # --- public ----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy and not self._closed
+
+    def submit(self, invocation: Invocation) -> Future[dict[str, bytes]]:
+        if self._closed:
+            raise EngineClosed(f"engine {self.name} is closed")
+        if invocation.resolution is None:  # sizes and bounds are checked before anything is queued
+            invocation.resolution = self.plan_for(invocation.function).resolve(invocation.inputs)
+        if invocation.resolution.top > self.capacity:
+            raise _oom(invocation, self.capacity)
+        self.queue.put(invocation)
+        with self.metrics.lock:
+            self.metrics.submitted += 1
+        return invocation.future
+
+    def wait_started(self, timeout: float | None = None) -> None:
+        if not self.started.wait(timeout):
+            raise EngineClosed(f"engine {self.name} did not start within {timeout} s")
+        if self.start_error is not None:
+            raise self.start_error
+
+    def plan_for(self, fn: FunctionSpec) -> Plan:
+        """The supervisor's own plan of a function, for admission checks."""
+        plan = self._plans.get(fn.key)
+        if plan is None:
+            with self._plans_lock:
+                plan = self._plans.get(fn.key)
+                if plan is None:
+                    plan = Plan(fn.config, fn.signatures, device_limits=self.backend.driver.device_limits())
+                    if len(self._plans) > 4096:
+                        self._plans.clear()
+                    self._plans[fn.key] = plan
+        return plan
+
+    # --- for subclasses --------------------------------------------------------------------
+
+    def finish(self, inv: Invocation, outputs: dict[str, bytes] | None, error: BaseException | None) -> None:
+        if error is not None and isinstance(error, PappusError):
+            error.fields.setdefault("invocation", inv.id)
+            if error.fields.get("invocation") is None:
+                error.fields["invocation"] = inv.id
+        if inv.settle(outputs, error):
+            self.metrics.finished(inv, error)
+
+    def mark_unhealthy(self, reason: str) -> None:
+        if self._healthy:
+            log.warning("engine %s is unhealthy: %s", self.name, reason)
+        self._healthy = False
+        self.unhealthy_reason = reason
+
+    def fail_queued(self, reason: str) -> None:
+        for inv in self.queue.close():
+            self.finish(inv, None, EngineClosed(reason))
+
+
+def _oom(inv: Invocation, capacity: int) -> OutOfMemory:
+    res = inv.resolution
+    for name, offset in res.offsets.items():
+        end = offset + res.sizes[name]
+        if end > capacity:
+            return OutOfMemory(buffer=name, requested=res.sizes[name], available=max(0, capacity - offset),
+                               pool_size=capacity)
+    return OutOfMemory(buffer="(all)", requested=res.top, available=capacity, pool_size=capacity)

@@ -1,0 +1,206 @@
+"""One device, its pool, its module cache: runs one invocation at a time.
+
+The sequential engine owns one executor in a thread of the supervisor; every multiprocess
+worker owns one in its own process. This is the only place a DeviceAPI is driven, so both
+engines share every mechanism: pool sizing, heap limit, module cache, plan cache, recovery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.limits import DEFAULT_LIMITS, Limits
+from ..errors import DeviceError, LibraryError
+from ..interfaces import DeviceAPI, DeviceInfo, LibraryImage
+from ..interpreter import run_invocation
+from ..plan import Plan
+from ..pool import BufferPool
+from .invocation import FunctionSpec, LibraryRef
+
+log = logging.getLogger("pappus.engine")
+
+#: Share of free device memory an engine reserves (the rest stays for the runtime itself).
+DEFAULT_MEMORY_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    pool_bytes: int | None = None  # explicit pool size; default: fraction of free memory / workers
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION
+    share: int = 1  # number of executors sharing the device (multiprocess workers)
+    heap_limit: int = 0
+    module_cache_size: int = 64
+    plan_cache_size: int = 1024
+    limits: Limits = DEFAULT_LIMITS
+
+
+class ModuleCache:
+    """Loaded modules keyed by library sha256 (LRU), and kernel handles per function.
+
+    The thesis reloaded the module on every invocation; here the first invocation of a library
+    on an executor is *cold* (load + lookup) and later ones are *hot*.
+    """
+
+    def __init__(self, device: DeviceAPI, capacity: int) -> None:
+        self.device = device
+        self.capacity = capacity
+        self.modules: OrderedDict[str, Any] = OrderedDict()
+        self.handles: dict[str, dict[str, Any]] = {}  # function key -> kernel name -> handle
+        self.hits = 0
+        self.misses = 0
+
+    def module(self, ref: LibraryRef) -> Any:
+        module = self.modules.get(ref.sha256)
+        if module is not None:
+            self.modules.move_to_end(ref.sha256)
+            return module
+        data = _read_verified(ref)
+        module = self.device.load_module(LibraryImage(ref.sha256, data, ref.path))
+        self.modules[ref.sha256] = module
+        while len(self.modules) > self.capacity:
+            sha, old = self.modules.popitem(last=False)
+            self.handles = {k: v for k, v in self.handles.items() if sha not in v.get("__shas__", ())}
+            try:
+                self.device.unload_module(old)
+            except Exception:  # eviction must not fail the invocation that caused it
+                log.warning("unloading module %s failed", sha[:12], exc_info=True)
+        return module
+
+    def kernel_handles(self, fn: FunctionSpec) -> tuple[Mapping[str, Any], bool]:
+        """Handles for every kernel of ``fn``; the flag says whether this was a cold load."""
+        cached = self.handles.get(fn.key)
+        if cached is not None:
+            self.hits += 1
+            return cached, False
+        self.misses += 1
+        handles: dict[str, Any] = {}
+        for ref in fn.config.kernels:
+            lib = fn.libraries[ref.library]
+            handles[ref.name] = self.device.get_kernel(self.module(lib), ref.name)
+        handles["__shas__"] = frozenset(lib.sha256 for lib in fn.libraries.values())
+        self.handles[fn.key] = handles
+        return handles, True
+
+    def clear(self) -> None:
+        self.modules.clear()
+        self.handles.clear()
+
+
+def _read_verified(ref: LibraryRef) -> bytes:
+    try:
+        with open(ref.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise LibraryError(f"stored library {ref.name!r} cannot be read: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise LibraryError(f"stored library {ref.name!r} does not match the sha256 it was registered "
+                           "with (modified on disk?); register it again")
+    return data
+
+
+class Executor:
+    """Drives one DeviceAPI: open, pool, heap limit, module and plan caches, one run at a time."""
+
+    def __init__(self, device_factory: Callable[[], DeviceAPI], config: ExecutorConfig) -> None:
+        self.device_factory = device_factory
+        self.config = config
+        self.device: DeviceAPI | None = None
+        self.info: DeviceInfo | None = None
+        self.pool: BufferPool | None = None
+        self.modules: ModuleCache | None = None
+        self.plans: OrderedDict[str, Plan] = OrderedDict()
+        self.heap_limit: int | None = None
+        self.cold = 0
+        self.hot = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> DeviceInfo:
+        device = self.device_factory()
+        try:
+            info = device.open()
+            # The heap limit is set before any tenant module is loaded.
+            self.heap_limit = device.set_malloc_heap_limit(self.config.heap_limit)
+            size = self.pool_size(info)
+            base = device.reserve(size)
+        except BaseException:
+            try:
+                device.close()
+            except Exception:
+                log.debug("closing a device that failed to start", exc_info=True)
+            raise
+        self.device, self.info = device, info
+        self.pool = BufferPool(device, base, size, scrub_before_use=not device.bounds_writes)
+        self.modules = ModuleCache(device, self.config.module_cache_size)
+        return info
+
+    def pool_size(self, info: DeviceInfo) -> int:
+        if self.config.pool_bytes is not None:
+            if self.config.pool_bytes > info.free_memory:
+                raise DeviceError(f"pool of {self.config.pool_bytes} bytes requested but the device has "
+                                  f"only {info.free_memory} free")
+            return self.config.pool_bytes
+        size = int(info.free_memory * self.config.memory_fraction) // max(1, self.config.share)
+        return size & ~0xFFFF  # whole 64 KiB units
+
+    def close(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            try:
+                device.close()
+            except Exception:
+                log.warning("closing device failed", exc_info=True)
+        if self.modules:
+            self.modules.clear()
+
+    # --- work ------------------------------------------------------------------------------
+
+    def plan(self, fn: FunctionSpec) -> Plan:
+        plan = self.plans.get(fn.key)
+        if plan is None:
+            limits = self.info.limits if self.info else None
+            plan = Plan(fn.config, fn.signatures, limits=self.config.limits, device_limits=limits)
+            self.plans[fn.key] = plan
+            while len(self.plans) > self.config.plan_cache_size:
+                self.plans.popitem(last=False)
+        else:
+            self.plans.move_to_end(fn.key)
+        return plan
+
+    def execute(self, fn: FunctionSpec, inputs: Mapping[str, Any], sink: Any = None,
+                resolution: Any = None) -> dict[str, Any]:
+        assert self.device is not None and self.pool is not None and self.modules is not None
+        plan = self.plan(fn)
+        handles, cold = self.modules.kernel_handles(fn)
+        if cold:
+            self.cold += 1
+        else:
+            self.hot += 1
+        return run_invocation(self.device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
+
+    def recover(self) -> bool:
+        """After a fault: reset the device in place if it can; False means replace this executor."""
+        device = self.device
+        if device is None:
+            return False
+        if device.healthy:
+            return True
+        try:
+            device.reset()
+        except NotImplementedError:
+            return False
+        except Exception:
+            log.warning("device reset failed", exc_info=True)
+            return False
+        if self.modules:
+            self.modules.clear()
+        return device.healthy
+
+    @property
+    def capacity(self) -> int:
+        return self.pool.size if self.pool else 0

@@ -1,0 +1,317 @@
+"""The multiprocess engine (thesis 4.4, ``gpu_process``), with the supervision the thesis lacked.
+
+N worker processes share one device, each with its own DeviceAPI instance and 1/N of device
+memory. Each worker has a supervisor thread here that feeds it from the engine's fair queue,
+copies inputs into the worker's shared arena, and waits for the reply, the worker's death, or
+the deadline. A worker that dies, hangs or cannot recover from a fault is killed if needed and
+respawned from the forkserver template; only its in-flight invocation fails, with the cause.
+Its pool memory goes with the process, so no other tenant can reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import os
+import signal
+import threading
+import time
+from multiprocessing import connection, reduction
+from typing import Any
+
+from ..errors import (
+    DeadlineExceeded,
+    DeviceError,
+    EngineClosed,
+    KernelFault,
+    PappusError,
+    WorkerLost,
+    error_from_dict,
+)
+from ..interfaces import Backend
+from ..memory import ArenaContext, SharedArena
+from .base import EngineBase, EngineOptions
+from .invocation import Invocation
+from .zygote import Zygote
+
+log = logging.getLogger("pappus.engine")
+
+START_TIMEOUT = 120.0  # a first start may compile a device runtime
+_FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGTRAP}
+
+def _signal_name(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class _Worker:
+    """One live worker process as its supervisor thread sees it."""
+
+    def __init__(self, engine: MultiprocessEngine, index: int) -> None:
+        self.engine = engine
+        self.index = index
+        self.conn: connection.Connection | None = None
+        self.arena: SharedArena | None = None
+        self.pid: int | None = None
+        self.capacity = 0
+        self.heap_limit: int | None = None
+        self.known: set[str] = set()
+
+    @property
+    def alive(self) -> bool:
+        return self.conn is not None
+
+    def spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cfg = self.engine.options.executor_config(share=self.engine.workers)
+        try:
+            self.pid = self.engine.zygote.spawn("pappus.engine.worker:worker_main", [theirs.fileno()],
+                                                (self.engine.device_spec, cfg, self.index))
+        finally:
+            theirs.close()
+        conn = connection.Connection(ours.detach())
+        self.conn = conn
+        try:
+            if not conn.poll(START_TIMEOUT):
+                raise DeviceError(f"worker {self.index} did not start within {START_TIMEOUT:g} s")
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                code = self.engine.zygote.wait_exit(self.pid, 5.0)
+                raise DeviceError(f"worker {self.index} exited during start-up (exit code {code})") from None
+            if msg[0] == "failed":
+                raise error_from_dict(msg[1])
+            _, _pid, self.capacity, self.heap_limit, device_name, details = msg
+            arena_size = 2 * self.capacity + 2 * 1024 * 1024
+            self.arena = SharedArena(arena_size, name=f"pappus-{self.engine.name}-{self.index}")
+            conn.send(arena_size)
+            reduction.send_handle(conn, self.arena.fd, self.pid)
+            self.known = set()
+        except BaseException:
+            self.kill()
+            raise
+
+    def exitcode(self, timeout: float = 2.0) -> int | None:
+        if self.pid is None:
+            return None
+        return self.engine.zygote.wait_exit(self.pid, timeout)
+
+    def kill(self) -> None:
+        pid, self.pid = self.pid, None
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.engine.zygote.wait_exit(pid, 5.0)
+            self.engine.zygote.forget(pid)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.conn is not None and self.pid is not None:
+            try:
+                self.conn.send(("exit",))
+                self.engine.zygote.wait_exit(self.pid, timeout)
+            except (OSError, ValueError):
+                pass
+        self.kill()
+
+
+class MultiprocessEngine(EngineBase):
+    kind = "multiprocess"
+
+    def __init__(self, backend: Backend, options: EngineOptions) -> None:
+        super().__init__(backend, options)
+        if options.workers < 1:
+            raise ValueError("a multiprocess engine needs at least one worker")
+        factory_module = self.device_spec.factory.partition(":")[0]
+        self.zygote = Zygote(["numpy", "pappus.engine.worker", factory_module], name=f"pappus-{self.name}")
+        self.slots = [_Worker(self, i) for i in range(options.workers)]
+        self._threads = [threading.Thread(target=self._slot_main, args=(slot,), daemon=True,
+                                          name=f"pappus-{self.name}-sup{slot.index}") for slot in self.slots]
+        self._started_count = 0
+        self._start_lock = threading.Lock()
+        self.respawn_times: list[float] = []
+        for t in self._threads:
+            t.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self.slots)
+
+    @property
+    def capacity(self) -> int:
+        caps = [s.capacity for s in self.slots if s.capacity]
+        return min(caps) if caps else 0
+
+    def worker_pids(self) -> list[int | None]:
+        return [s.pid for s in self.slots]
+
+    # --- supervisor thread per worker --------------------------------------------------------
+
+    def _slot_main(self, slot: _Worker) -> None:
+        try:
+            slot.spawn()
+        except BaseException as exc:
+            log.warning("engine %s: worker %d failed to start", self.name, slot.index, exc_info=True)
+            err = exc if isinstance(exc, PappusError) else DeviceError(f"worker failed to start: {exc!r}")
+            self.start_error = err
+            self.mark_unhealthy(str(err))
+            self.started.set()
+            self.fail_queued(f"engine {self.name} failed to start: {err}")
+            return
+        with self._start_lock:
+            self._started_count += 1
+            if self._started_count == len(self.slots):
+                self.started.set()
+        failures = 0
+        while True:
+            if not slot.alive:
+                if self.queue.closed and not len(self.queue):
+                    break
+                if not self._respawn(slot, "previous worker ended"):
+                    failures += 1
+                    if failures >= 5:
+                        self.mark_unhealthy(f"worker {slot.index} cannot be respawned")
+                        self.fail_queued(f"engine {self.name}: workers cannot be respawned")
+                        break
+                    time.sleep(min(2.0, 0.05 * 2 ** failures))
+                    continue
+                failures = 0
+            inv = self.queue.get()
+            if inv is None:
+                break
+            if not inv.future.set_running_or_notify_cancel():
+                continue
+            self._run(slot, inv)
+        slot.stop()
+
+    def _respawn(self, slot: _Worker, cause: str) -> bool:
+        t0 = time.monotonic()
+        try:
+            slot.spawn()
+        except Exception:
+            log.warning("engine %s: respawning worker %d failed", self.name, slot.index, exc_info=True)
+            return False
+        seconds = time.monotonic() - t0
+        with self.metrics.lock:
+            self.metrics.respawns += 1
+        self.respawn_times.append(seconds)
+        from ..plugins import get_plugins
+
+        get_plugins().notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
+                             seconds=seconds)
+        return True
+
+    def _run(self, slot: _Worker, inv: Invocation) -> None:
+        inv.started = time.monotonic()
+        deadline_at = inv.submitted + inv.deadline
+        if inv.started >= deadline_at:
+            self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+            return
+        assert slot.arena is not None and slot.conn is not None
+        ctx = ArenaContext(slot.arena)
+        outputs: dict[str, bytes] | None = None
+        error: BaseException | None = None
+        cause = ""
+        with self.metrics.lock:
+            self.metrics.in_flight += 1
+        try:
+            for name in inv.function.config.blueprint.input_names:
+                ctx.write("inputs", name, inv.inputs[name])
+            sizes = inv.resolution.sizes
+            for name in inv.function.config.blueprint.outputs:
+                ctx.reserve("outputs", name, sizes[name])
+            key = inv.function.key
+            spec = None if key in slot.known else inv.function
+            slot.conn.send(("run", inv.id, key, spec, ctx.layout("inputs"), ctx.layout("outputs"),
+                            deadline_at, inv.deadline))
+            slot.known.add(key)
+            if slot.conn.poll(max(0.0, deadline_at - time.monotonic())):
+                outputs, error, cause = self._receive(slot, inv, ctx)
+            else:
+                # Past the deadline: the caller learns now. The worker's watchdog aborts its device;
+                # if the worker does not answer within the grace, it is killed and replaced.
+                error = DeadlineExceeded(inv.deadline, invocation=inv.id)
+                self.finish(inv, None, error)
+                if slot.conn.poll(self.options.abort_grace):
+                    _, _, cause = self._receive(slot, inv, ctx)
+                else:
+                    cause = "deadline"
+        except PappusError as exc:
+            error = exc
+        except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
+            error, cause = self._lost(slot, inv), f"pipe: {exc}"
+        finally:
+            ctx.release()
+            with self.metrics.lock:
+                self.metrics.in_flight -= 1
+        self.finish(inv, outputs, error)
+        if cause:
+            slot.kill()
+            if not self.queue.closed or len(self.queue):
+                self._respawn(slot, cause)
+
+    def _receive(self, slot: _Worker, inv: Invocation,
+                 ctx: ArenaContext) -> tuple[dict[str, bytes] | None, BaseException | None, str]:
+        """Read the worker's answer; the third item names why the worker must be replaced, if so."""
+        assert slot.conn is not None
+        try:
+            msg = slot.conn.recv()
+        except (EOFError, OSError):
+            return None, self._lost(slot, inv), "worker died"
+        if msg[0] == "done" and msg[1] == inv.id:
+            return {name: bytes(view) for name, view in ctx.items("outputs").items()}, None, ""
+        if msg[0] == "error" and msg[1] == inv.id:
+            err = error_from_dict(msg[2])
+            return None, err, ("device could not recover: " + err.code) if msg[3] else ""
+        return None, DeviceError(f"worker {slot.index} sent an unexpected message"), "protocol error"
+
+    def _lost(self, slot: _Worker, inv: Invocation) -> PappusError:
+        code = slot.exitcode(2.0)
+        sig = _signal_name(code)
+        if code is not None and code < 0 and signal.Signals(-code) in _FATAL_SIGNALS:
+            return KernelFault(f"worker {slot.index} crashed with {sig} while running {inv.function.name!r}",
+                               invocation=inv.id, signal=sig, worker=slot.index)
+        how = f"was killed by {sig}" if sig else f"exited with code {code}"
+        return WorkerLost(f"worker {slot.index} {how} while running {inv.function.name!r}",
+                          worker=slot.index, exitcode=code, signal=sig, invocation=inv.id)
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def close(self, drain: bool = True, timeout: float | None = 30.0) -> None:
+        if self._closed:
+            return
+        if drain:
+            self.queue.mark_closed()
+        else:
+            self.fail_queued(f"engine {self.name} closed")
+        end = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
+        self._closed = True
+        self.fail_queued(f"engine {self.name} closed")
+        for slot, t in zip(self.slots, self._threads):
+            if t.is_alive():  # still busy past the timeout: stop it hard
+                slot.kill()
+        for t in self._threads:
+            t.join(5)
+        self.zygote.close()
+
+
+def kill_worker(engine: MultiprocessEngine, index: int, sig: int = signal.SIGKILL) -> int:
+    """Send a signal to one worker (tests and chaos drills); returns its pid."""
+    pid = engine.slots[index].pid
+    if pid is None:
+        raise EngineClosed(f"worker {index} is not running")
+    os.kill(pid, sig)
+    return pid

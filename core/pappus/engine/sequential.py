@@ -1,0 +1,171 @@
+"""The sequential engine (thesis 4.3, ``gpu_thread``): one device, one invocation at a time.
+
+One thread owns the executor and runs invocations in queue order. A watchdog thread enforces
+deadlines: at the deadline it asks the device to abort; if the device does not come back within
+``abort_grace`` the invocation is settled anyway and the engine declares itself unhealthy (a
+thread cannot be killed) so the dispatcher replaces it. After a fault the executor resets its
+device, or is replaced in place by a fresh one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
+from ..interfaces import Backend
+from .base import EngineBase, EngineOptions
+from .executor import Executor
+from .invocation import Invocation
+
+log = logging.getLogger("pappus.engine")
+
+
+class SequentialEngine(EngineBase):
+    kind = "sequential"
+
+    def __init__(self, backend: Backend, options: EngineOptions) -> None:
+        super().__init__(backend, options)
+        self.executor = Executor(self.device_spec.create, options.executor_config(share=1))
+        self._current: Invocation | None = None
+        self._deadline_at: float | None = None
+        self._timed_out: set[str] = set()
+        self._watch = threading.Condition()
+        self._thread = threading.Thread(target=self._main, name=f"pappus-{self.name}", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch_main, name=f"pappus-{self.name}-watchdog", daemon=True)
+        self._thread.start()
+        self._watchdog.start()
+
+    @property
+    def capacity(self) -> int:
+        return self.executor.capacity
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    # --- the engine thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self.executor.start()
+        except BaseException as exc:  # report start failures to whoever waits
+            self.start_error = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
+            self.mark_unhealthy(str(exc))
+            self.started.set()
+            self.fail_queued(f"engine {self.name} failed to start: {exc}")
+            return
+        self.started.set()
+        while True:
+            inv = self.queue.get()
+            if inv is None:
+                break
+            if not inv.future.set_running_or_notify_cancel():
+                continue
+            self._run(inv)
+            if not self.healthy and not self._closed:
+                break
+        self.executor.close()
+
+    def _run(self, inv: Invocation) -> None:
+        inv.started = time.monotonic()
+        if inv.started >= inv.submitted + inv.deadline:  # expired while queued: never start it
+            self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+            return
+        with self._watch:
+            self._current = inv
+            self._deadline_at = inv.submitted + inv.deadline
+            self._watch.notify()
+        error: BaseException | None = None
+        outputs = None
+        with self.metrics.lock:
+            self.metrics.in_flight += 1
+        try:
+            outputs = self.executor.execute(inv.function, inv.inputs, resolution=inv.resolution)
+        except PappusError as exc:
+            error = exc
+        except Exception as exc:  # never let an invocation go unsettled
+            log.exception("internal error running %s", inv.id)
+            error = DeviceError(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._watch:
+                self._current = None
+                self._deadline_at = None
+                timed_out = inv.id in self._timed_out
+                self._timed_out.discard(inv.id)
+            with self.metrics.lock:
+                self.metrics.in_flight -= 1
+        if timed_out:
+            outputs, error = None, DeadlineExceeded(inv.deadline, invocation=inv.id,
+                                                    kernel=getattr(error, "fields", {}).get("kernel"))
+        self.finish(inv, outputs, error)
+        if isinstance(error, (KernelFault, DeadlineExceeded, DeviceError)):
+            self._recover()
+
+    def _recover(self) -> None:
+        if self.executor.recover():
+            return
+        log.info("engine %s: replacing its device after a fault", self.name)
+        self.executor.close()
+        try:
+            self.executor.start()
+        except Exception as exc:
+            self.mark_unhealthy(f"device could not be restarted: {exc}")
+
+    # --- the watchdog -----------------------------------------------------------------------
+
+    def _watch_main(self) -> None:
+        while True:
+            with self._watch:
+                while not self._closed and (self._deadline_at is None or time.monotonic() < self._deadline_at):
+                    timeout = None if self._deadline_at is None else self._deadline_at - time.monotonic()
+                    self._watch.wait(timeout if timeout is None or timeout > 0 else 0)
+                if self._closed and self._current is None:
+                    return
+                inv = self._current
+                if inv is None:
+                    continue
+                self._timed_out.add(inv.id)
+                self._deadline_at = None
+            self._abort(inv)
+
+    def _abort(self, inv: Invocation) -> None:
+        # The caller learns at the deadline, not after the device has been dealt with.
+        self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+        device = self.executor.device
+        try:
+            if device is not None:
+                device.abort()
+        except NotImplementedError:
+            pass
+        except Exception:
+            log.warning("abort failed on %s", self.name, exc_info=True)
+        grace_end = time.monotonic() + self.options.abort_grace
+        while time.monotonic() < grace_end:
+            with self._watch:
+                if self._current is not inv:
+                    return
+            time.sleep(0.005)
+        # The device did not stop and a thread cannot be killed: take this engine out of service.
+        self.mark_unhealthy(f"a kernel did not stop within {self.options.abort_grace} s of its deadline")
+        self.fail_queued(f"engine {self.name} is being replaced: a kernel did not stop")
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def close(self, drain: bool = True, timeout: float | None = 30.0) -> None:
+        if self._closed:
+            return
+        if drain:
+            self.queue.mark_closed()
+        else:
+            self.fail_queued(f"engine {self.name} closed")
+        self._thread.join(timeout)
+        self._closed = True
+        with self._watch:
+            self._watch.notify_all()
+        if self._thread.is_alive():
+            self.fail_queued(f"engine {self.name} closed")
+            log.warning("engine %s: thread still busy at close", self.name)
+        else:
+            self.fail_queued(f"engine {self.name} closed")

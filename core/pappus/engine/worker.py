@@ -1,0 +1,150 @@
+"""The multiprocess worker: one process, one device share, one invocation at a time.
+
+Started from the forkserver template (pappus and the backend already imported), so a respawn is
+a fork plus device set-up. Control messages are small tuples on a pipe; payloads live in a
+shared arena the supervisor maps too. A watchdog thread aborts the device at an invocation's
+deadline; if that does not work the supervisor kills the whole process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
+from ..interfaces import DeviceSpec
+from ..memory import SharedArena
+from .executor import Executor, ExecutorConfig
+from .invocation import FunctionSpec
+
+log = logging.getLogger("pappus.worker")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _Watchdog:
+    """Calls ``device.abort()`` when the running invocation passes its deadline."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.cond = threading.Condition()
+        self.deadline_at: float | None = None
+        self.fired = False
+        threading.Thread(target=self._main, name="pappus-worker-watchdog", daemon=True).start()
+
+    def arm(self, deadline_at: float) -> None:
+        with self.cond:
+            self.deadline_at = deadline_at
+            self.fired = False
+            self.cond.notify()
+
+    def disarm(self) -> bool:
+        with self.cond:
+            self.deadline_at = None
+            return self.fired
+
+    def _main(self) -> None:
+        while True:
+            with self.cond:
+                while self.deadline_at is None or time.monotonic() < self.deadline_at:
+                    timeout = None if self.deadline_at is None else max(0.0, self.deadline_at - time.monotonic())
+                    self.cond.wait(timeout)
+                self.deadline_at = None
+                self.fired = True
+            device = self.executor.device
+            if device is not None:
+                try:
+                    device.abort()
+                except NotImplementedError:
+                    pass
+                except Exception:
+                    log.warning("abort failed", exc_info=True)
+
+
+def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int) -> None:
+    """Entry point of a worker forked by the zygote; ``fd`` is its control socket."""
+    _die_with_parent()
+    conn = Connection(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
+    executor = Executor(spec.create, config)
+    try:
+        info = executor.start()
+    except BaseException as exc:
+        err = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
+        conn.send(("failed", err.to_dict()))
+        return
+    conn.send(("ready", os.getpid(), executor.capacity, executor.heap_limit, info.name, dict(info.details)))
+    arena_size = conn.recv()
+    arena = SharedArena(arena_size, fd=reduction.recv_handle(conn))
+    functions: dict[str, FunctionSpec] = {}
+    watchdog = _Watchdog(executor)
+    try:
+        _serve(conn, executor, arena, functions, watchdog)
+    finally:
+        executor.close()
+        arena.close()
+
+
+def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: dict[str, FunctionSpec],
+           watchdog: _Watchdog) -> None:
+    view = arena.view
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "exit":
+            return
+        _, inv_id, key, spec, input_layout, output_layout, deadline_at, deadline = msg
+        if spec is not None:
+            functions[key] = spec
+        fn = functions[key]
+        inputs = {name: view[off:off + n] for name, off, n in input_layout}
+        outputs = {name: (off, n) for name, off, n in output_layout}
+
+        def sink(name: str, size: int, outputs: dict[str, tuple[int, int]] = outputs) -> Any:
+            off, n = outputs[name]
+            if size != n:
+                raise DeviceError(f"output {name!r} resolved to {size} bytes here but {n} in the supervisor")
+            return view[off:off + n]
+
+        watchdog.arm(deadline_at)
+        error: PappusError | None = None
+        try:
+            executor.execute(fn, inputs, sink=sink)
+        except PappusError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("internal error in worker")
+            error = DeviceError(f"internal error in worker: {type(exc).__name__}: {exc}")
+        finally:
+            fired = watchdog.disarm()
+            for v in inputs.values():
+                v.release()
+        if fired:
+            kernel = error.fields.get("kernel") if error else None
+            error = DeadlineExceeded(deadline, invocation=inv_id, kernel=kernel)
+        fatal = False
+        if isinstance(error, (KernelFault, DeadlineExceeded, DeviceError)):
+            fatal = not executor.recover()
+        if error is None:
+            conn.send(("done", inv_id))
+        else:
+            conn.send(("error", inv_id, error.to_dict(), fatal))
+        if fatal:
+            return  # the supervisor respawns a fresh worker with a fresh device

@@ -1,0 +1,260 @@
+"""``pappus.Runtime``: the public Python API (DESIGN.md, "Public contract").
+
+    rt = pappus.Runtime(engine="cpu-sequential")
+    rt.register_library("matmul", "matmul.so")
+    rt.register_function("matmul", "matmul.json")
+    out = rt.invoke("matmul", {"A": a_bytes}, deadline=2.0)
+    rt.close()
+
+Libraries are validated statically by the engine's backend (never loaded in this process) and
+stored by content hash; functions are validated against the exact libraries they name, and
+every problem is reported at registration. Invocations are checked against the function's
+bounds before they are queued, then run on an engine; every one settles exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config.limits import DEFAULT_LIMITS, Limits
+from .config.parser import library_name_problem, load_config_document, parse_function
+from .config.signatures import check_function_against_libraries
+from .dispatcher import Dispatcher
+from .engine import EngineOptions, FunctionSpec, Invocation, LibraryRef
+from .errors import FieldError, LibraryError, NotFound, ValidationError
+from .interfaces import Backend
+from .kernels import LibraryInfo
+from .plugins import Plugins, get_plugins
+from .registry import FunctionRecord, LibraryRecord, Registry
+
+DEFAULT_ENGINE = "cpu-sequential"
+MAX_LIBRARY_BYTES = 256 * 1024 * 1024
+
+
+class Runtime:
+    """Registry + dispatcher + engines in one object. Thread-safe; use one per process."""
+
+    def __init__(
+        self,
+        engine: str = DEFAULT_ENGINE,
+        *,
+        state_dir: str | Path | None = None,
+        workers: int = 2,
+        queue_size: int = 1024,
+        heap_limit: int = 0,
+        pool_bytes: int | None = None,
+        deadline: float | None = None,
+        device_options: Mapping[str, Any] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        plugins: Plugins | None = None,
+        engine_options: Mapping[str, EngineOptions] | None = None,
+        max_library_bytes: int = MAX_LIBRARY_BYTES,
+    ) -> None:
+        self.plugins = plugins or get_plugins()
+        self.default_engine = engine
+        self.backend, _ = self._backend_for(engine)  # unknown engine names fail here, clearly
+        self.registry = Registry(state_dir)
+        self.heap_limit = heap_limit
+        self.limits = limits
+        self.default_deadline = deadline or limits.default_deadline
+        self.max_library_bytes = max_library_bytes
+        self._base_options = EngineOptions(workers=workers, queue_size=queue_size, heap_limit=heap_limit,
+                                           pool_bytes=pool_bytes, device_options=dict(device_options or {}))
+        self._engine_options = dict(engine_options or {})
+        self.dispatcher = Dispatcher(self.plugins, self._options_for)
+        self._infos: dict[tuple[str, str], LibraryInfo] = {}
+        self._specs: dict[tuple[str, str], tuple[Any, FunctionSpec]] = {}
+        self._lock = threading.Lock()
+
+    def _options_for(self, engine: str) -> EngineOptions:
+        return self._engine_options.get(engine) or replace(self._base_options)
+
+    def _backend_for(self, engine: str) -> tuple[Backend, str]:
+        name, sep, kind = engine.rpartition("-")
+        if kind == "auto" and sep:
+            return self.plugins.backend(name), "auto"
+        return self.plugins.resolve_engine(engine)
+
+    # --- libraries -------------------------------------------------------------------------
+
+    def register_library(self, name: str, source: str | Path | bytes, *, tenant: str = "default",
+                         backend: str | None = None) -> LibraryRecord:
+        """Validate and store a library (code object / shared library) under ``name``."""
+        problem = library_name_problem(name)
+        if problem:
+            raise ValidationError(FieldError("name", f"{str(name)[:80]!r} {problem}"), what="library")
+        data = self._read_library(source)
+        be = self.plugins.backend(backend) if backend else self.backend
+        info = be.driver.inspect_library(data)
+        sha, _ = self.registry.put_blob(data)
+        self._infos[(be.name, sha)] = info
+        record = self.registry.put_library(tenant, name, sha, len(data), be.name, info.format, list(info.kernels))
+        self.plugins.notify("pappus_library_registered", name=name, tenant=tenant, sha256=sha, size=len(data),
+                            backend=be.name)
+        return record
+
+    def _read_library(self, source: str | Path | bytes) -> bytes:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+        else:
+            path = Path(source)
+            try:
+                size = path.stat().st_size
+                if size > self.max_library_bytes:
+                    raise LibraryError(f"library is {size} bytes; the limit is {self.max_library_bytes}")
+                data = path.read_bytes()
+            except OSError as exc:
+                raise LibraryError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+        if len(data) > self.max_library_bytes:
+            raise LibraryError(f"library is {len(data)} bytes; the limit is {self.max_library_bytes}")
+        if not data:
+            raise LibraryError("library is empty")
+        return data
+
+    def library_info(self, backend: Backend, record: LibraryRecord) -> LibraryInfo:
+        key = (backend.name, record.sha256)
+        info = self._infos.get(key)
+        if info is None:
+            info = backend.driver.inspect_library(self.registry.read_blob(record.sha256))
+            self._infos[key] = info
+        return info
+
+    # --- functions -------------------------------------------------------------------------
+
+    def register_function(self, name: str, config: str | Path | bytes | Mapping[str, Any], *,
+                          tenant: str = "default", format: str | None = None,
+                          modules_dir: str | Path | None = None) -> FunctionRecord:
+        """Validate a function config against its libraries and store it under ``name``.
+
+        ``format="dandelion"`` (or auto-detection) imports an upstream Dandelion config; its
+        modules are registered as libraries first.
+        """
+        problem = library_name_problem(name)
+        if problem:
+            raise ValidationError(FieldError("name", f"{str(name)[:80]!r} {problem}"), what="function")
+        doc = load_config_document(config, self.limits)
+        source_format, notes = "pappus", []
+        if format not in (None, "pappus", "dandelion"):
+            raise ValidationError(FieldError("format", f"unknown config format {format!r} (pappus, dandelion)"))
+        if format == "dandelion" or (format is None and isinstance(doc, dict) and "schema" not in doc):
+            doc, notes = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion")
+            if notes is not None:
+                source_format = "dandelion"
+        engine = doc.get("engine") if isinstance(doc, dict) and isinstance(doc.get("engine"), str) else None
+        backend, _ = self._backend_for(engine or self.default_engine)
+        cfg = parse_function(doc, limits=self.limits, device=backend.driver.device_limits())
+        libraries: dict[str, str] = {}
+        infos: dict[str, LibraryInfo] = {}
+        errors: list[FieldError] = []
+        for libname in cfg.libraries:
+            try:
+                record = self.registry.get_library(tenant, libname)
+            except NotFound:
+                errors.append(FieldError("library" if libname == cfg.library else "kernels",
+                                         f"library {libname!r} is not registered"))
+                continue
+            try:
+                infos[libname] = self.library_info(backend, record)
+            except LibraryError as exc:
+                errors.append(FieldError("library", f"library {libname!r} cannot run on backend "
+                                         f"{backend.name!r}: {exc.errors[0].message}"))
+                continue
+            libraries[libname] = record.sha256
+        if not errors:
+            errors = check_function_against_libraries(cfg, infos, heap_limit=self.heap_limit,
+                                                      device=backend.driver.device_limits())
+        if errors:
+            raise ValidationError(errors)
+        record = self.registry.put_function(tenant, name, doc, libraries, cfg.engine or self.default_engine,
+                                            source_format, notes or [])
+        with self._lock:
+            self._specs.pop((tenant, name), None)
+        self.plugins.notify("pappus_function_registered", name=name, tenant=tenant, libraries=libraries)
+        return record
+
+    def _import_dandelion(self, doc: Any, source: Any, modules_dir: str | Path | None, tenant: str,
+                          explicit: bool) -> tuple[Any, list[str] | None]:
+        try:
+            from .importers.dandelion import detect_dandelion, import_dandelion
+        except ImportError:
+            if explicit:
+                raise ValidationError(FieldError("format", "the Dandelion importer is not available")) from None
+            return doc, None
+        if not explicit and detect_dandelion(doc) is None:
+            return doc, None
+        if modules_dir is None and isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
+            modules_dir = Path(source).parent
+        result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None)
+        for libname, path in result.libraries.items():
+            self.register_library(libname, path, tenant=tenant)
+        return result.config, list(result.notes)
+
+    def function_spec(self, name: str, tenant: str = "default") -> FunctionSpec:
+        """The engine-ready form of a registered function (cached; refreshed when the record changes)."""
+        stamp = self.registry.function_stamp(tenant, name)
+        if stamp is None:
+            raise NotFound("function", name)
+        cached = self._specs.get((tenant, name))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        record = self.registry.get_function(tenant, name)
+        backend, _ = self._backend_for(record.engine)
+        cfg = parse_function(record.config, limits=self.limits, device=backend.driver.device_limits())
+        refs: dict[str, LibraryRef] = {}
+        signatures: dict[str, Any] = {}
+        for libname, sha in record.libraries.items():
+            refs[libname] = LibraryRef(libname, sha, str(self.registry.blob_path(sha)))
+        for ref in cfg.kernels:
+            lib_record = LibraryRecord(ref.library, tenant, record.libraries[ref.library], 0, backend.name, "", [], 0)
+            info = self.library_info(backend, lib_record)
+            kernel = info.kernel(ref.name)
+            if kernel is not None:
+                signatures[ref.name] = kernel.params
+        key = hashlib.sha256(json.dumps([record.config, record.libraries, record.engine, tenant],
+                                        sort_keys=True).encode()).hexdigest()
+        spec = FunctionSpec(key=key, name=name, tenant=tenant, config=cfg, signatures=signatures, libraries=refs,
+                            deadline=cfg.deadline or self.default_deadline, engine=record.engine)
+        with self._lock:
+            self._specs[(tenant, name)] = (stamp, spec)
+        return spec
+
+    # --- invocation ------------------------------------------------------------------------
+
+    def invoke_async(self, name: str, inputs: Mapping[str, Any], *, tenant: str = "default",
+                     deadline: float | None = None, engine: str | None = None) -> Future[dict[str, bytes]]:
+        """Queue an invocation; the future resolves to the outputs or raises a pappus error."""
+        spec = self.function_spec(name, tenant)
+        if deadline is not None and not deadline > 0:
+            raise ValidationError(FieldError("deadline", "must be a positive number of seconds"), what="request")
+        invocation = Invocation(spec, inputs, deadline or spec.deadline, tenant)
+        return self.dispatcher.submit(engine or spec.engine, invocation)
+
+    def invoke(self, name: str, inputs: Mapping[str, Any], *, tenant: str = "default",
+               deadline: float | None = None, engine: str | None = None) -> dict[str, bytes]:
+        """Run a function and wait: ``{"B": b"..."}``; raises pappus errors."""
+        return self.invoke_async(name, inputs, tenant=tenant, deadline=deadline, engine=engine).result()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def engine(self, name: str | None = None) -> Any:
+        """The engine object (started if needed): for metrics, tests and tools."""
+        return self.dispatcher.engine(name or self.default_engine)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return self.dispatcher.metrics()
+
+    def close(self, drain: bool = True, timeout: float | None = 30.0) -> None:
+        self.dispatcher.close(drain=drain, timeout=timeout)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""Every class of config error is found at registration, located, and reported all at once."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from pappus.config import function_schema, parse_function
+from pappus.config.limits import Limits
+from pappus.errors import ValidationError
+from pappus.kernels import DeviceLimits
+
+from .helpers import matmul_config, mutate
+
+
+def errors_of(doc, **kw) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        parse_function(doc, **kw)
+    return [str(e) for e in info.value.errors]
+
+
+def assert_error(doc, path: str, fragment: str, **kw) -> None:
+    errs = errors_of(doc, **kw)
+    hits = [e for e in errs if e.startswith(path + ":") and fragment in e]
+    assert hits, f"expected {path}: ...{fragment}... in {errs}"
+
+
+def test_valid_config_parses_and_matches_schema():
+    doc = matmul_config()
+    cfg = parse_function(doc)
+    assert cfg.library == "m"
+    assert [k.name for k in cfg.kernels] == ["matmul_at_i64", "add_i64"]
+    assert cfg.blueprint.buffers == (("A", cfg.blueprint.buffers[0][1]), ("B", cfg.blueprint.buffers[1][1]))
+    jsonschema.validate(doc, function_schema())
+
+
+def test_design_md_example_is_valid():
+    doc = {
+        "schema": "pappus/function@1", "library": "matmul", "kernels": ["matmul_para"],
+        "blueprint": {
+            "inputs": ["A"], "buffers": {"A": {"Sizeof": "A"}, "B": {"Sizeof": "A"}}, "outputs": ["B"],
+            "control_flow": [
+                {"ExecKernel": {"name": "matmul_para", "args": [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}],
+                                "grid": [8, 8, 1], "block": [16, 16, 1], "shared_mem_bytes": 0}},
+                {"Repeat": {"times": {"Absolute": 1}, "body": []}},
+            ],
+        },
+    }
+    parse_function(doc)
+    jsonschema.validate(doc, function_schema())
+
+
+@pytest.mark.parametrize("path,fragment,change", [
+    ("extra", "unknown field", lambda d: d.update(extra=1)),
+    ("blueprint.oops", "unknown field", lambda d: d["blueprint"].update(oops=[])),
+    ("schema", "must be 'pappus/function@1'", lambda d: d.update(schema="pappus/function@2")),
+    ("kernels", "is required", lambda d: d.pop("kernels")),
+    ("kernels[1]", "listed twice", lambda d: d.update(kernels=["matmul_at_i64", "matmul_at_i64", "add_i64"])),
+    ("kernels[0]", "not a valid kernel symbol", lambda d: d.update(kernels=["bad name!", "matmul_at_i64", "add_i64"])),
+    ("blueprint.inputs[1]", "listed twice", lambda d: d["blueprint"].update(inputs=["A", "A"])),
+    ("blueprint.buffers.B.Sizeof", "'Q' is not an input or buffer",
+     lambda d: d["blueprint"]["buffers"].update(B={"Sizeof": "Q"})),
+    ("blueprint.outputs[0]", "not an input or buffer", lambda d: d["blueprint"].update(outputs=["Z"])),
+    ("blueprint.control_flow[0].ExecKernel.name", "not listed in 'kernels'",
+     lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(name="nope")),
+    ("blueprint.control_flow[0].ExecKernel.args[2].Ptr", "'C' is not an input or buffer",
+     lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"]["args"].__setitem__(2, {"Ptr": "C"})),
+    ("blueprint.control_flow[0].ExecKernel.grid[0]", "at least 1",
+     lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(grid=[0, 1, 1])),
+    ("blueprint.control_flow[0].ExecKernel.grid[1]", "exceeds the device limit",
+     lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(grid=[1, 2**32, 1])),
+    ("blueprint.control_flow[0].ExecKernel.block", "threads per block exceed",
+     lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(block=[64, 64, 1])),
+    ("blueprint.control_flow[1].Repeat.times", "repetitions exceed",
+     lambda d: d["blueprint"]["control_flow"][1]["Repeat"].update(times=10**9)),
+    ("blueprint.buffers.B.Mul", "overflows 64 bits",
+     lambda d: d["blueprint"]["buffers"].update(B={"Mul": [2**40, 2**40]})),
+    ("blueprint.buffers.B", "does not fit in 64 bits", lambda d: d["blueprint"]["buffers"].update(B=2**64)),
+    ("blueprint.buffers.B", "must not be negative", lambda d: d["blueprint"]["buffers"].update(B=-1)),
+    ("blueprint.buffers.B.CeilDiv[1]", "divides by zero",
+     lambda d: d["blueprint"]["buffers"].update(B={"CeilDiv": [8, 0]})),
+    ("blueprint.control_flow[1].Repeat.body[0].ExecKernel.args[2].Constant.value", "does not fit in i8",
+     lambda d: d["blueprint"]["control_flow"][1]["Repeat"]["body"][0]["ExecKernel"]["args"].__setitem__(
+         2, {"Constant": {"type": "i8", "value": 300}})),
+    ("blueprint.control_flow[1].Repeat.body[0].ExecKernel.args[2].Constant.type", "must be one of",
+     lambda d: d["blueprint"]["control_flow"][1]["Repeat"]["body"][0]["ExecKernel"]["args"].__setitem__(
+         2, {"Constant": {"type": "int", "value": 3}})),
+    ("blueprint.control_flow[1].Repeat.body[0].ExecKernel.args[2].Constant.value", "must be an integer",
+     lambda d: d["blueprint"]["control_flow"][1]["Repeat"]["body"][0]["ExecKernel"]["args"].__setitem__(
+         2, {"Constant": {"type": "i64", "value": 1.5}})),
+    ("library", "not an absolute path", lambda d: d.update(library="/etc/passwd")),
+    ("library", "must not contain '..'", lambda d: d.update(library="a/../../b")),
+    ("library", "NUL", lambda d: d.update(library="ab\x00c")),
+    ("library", "at most 64", lambda d: d.update(library="a" * 65)),
+    ("deadline", "positive", lambda d: d.update(deadline=-1)),
+])
+def test_each_error_class_is_located(path, fragment, change):
+    assert_error(mutate(matmul_config(), change), path, fragment)
+
+
+def test_from_input_bounds_checked_against_declared_size():
+    doc = matmul_config()
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    doc["blueprint"]["control_flow"][1]["Repeat"]["times"] = {"FromInput": {"input": "cfg", "index": 1}}
+    assert_error(doc, "blueprint.control_flow[1].Repeat.times.FromInput.index", "reads bytes 8..16")
+    doc["blueprint"]["control_flow"][1]["Repeat"]["times"] = {"FromInput": {"input": "cfg", "index": 1, "type": "u32"}}
+    parse_function(doc)  # bytes 4..8 fit
+    doc["blueprint"]["inputs"] = ["A", "cfg"]
+    assert_error(doc, "blueprint.control_flow[1].Repeat.times.FromInput.input", "no declared size")
+
+
+def test_size_cycle_detected():
+    doc = matmul_config()
+    doc["blueprint"]["buffers"] = {"B": {"Sizeof": "C"}, "C": {"Add": [{"Sizeof": "B"}, 8]}}
+    assert_error(doc, "blueprint.buffers.B", "cycle")
+
+
+def test_launch_totals_and_nesting_are_bounded():
+    doc = matmul_config(repeat=1000)
+    body = doc["blueprint"]["control_flow"][1]
+    doc["blueprint"]["control_flow"][1] = {"Repeat": {"times": 100000, "body": [body]}}
+    assert_error(doc, "blueprint.control_flow", "launches 100000001 kernels", limits=Limits())
+    deep = {"ExecKernel": doc["blueprint"]["control_flow"][0]["ExecKernel"]}
+    for _ in range(20):
+        deep = {"Repeat": {"times": 1, "body": [deep]}}
+    doc["blueprint"]["control_flow"] = [deep]
+    errs = errors_of(doc)
+    assert any("nests deeper" in e for e in errs)
+
+
+def test_device_limits_come_from_the_backend():
+    doc = matmul_config()
+    doc["blueprint"]["control_flow"][0]["ExecKernel"]["block"] = [32, 32, 1]
+    parse_function(doc)
+    assert_error(doc, "blueprint.control_flow[0].ExecKernel.block", "exceed the device limit of 256",
+                 device=DeviceLimits(max_block_threads=256))
+
+
+def test_all_errors_reported_at_once():
+    doc = matmul_config()
+    doc["extra"] = True
+    doc["blueprint"]["outputs"] = ["Z"]
+    doc["blueprint"]["control_flow"][0]["ExecKernel"]["grid"] = [0]
+    errs = errors_of(doc)
+    assert len(errs) >= 3
+    assert any(e.startswith("extra:") for e in errs)
+    assert any(e.startswith("blueprint.outputs[0]:") for e in errs)
+    assert any(e.startswith("blueprint.control_flow[0].ExecKernel.grid[0]:") for e in errs)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{not json", "not valid JSON"),
+    ('{"a": NaN}', "NaN is not allowed"),
+    ("[" * 100000 + "]" * 100000, "nests too deeply"),
+])
+def test_bad_json_is_one_clean_error(text, fragment):
+    errs = errors_of(text)
+    assert any(fragment in e for e in errs), errs
+
+
+def test_oversized_config_rejected_before_parsing():
+    big = json.dumps(matmul_config()) + " " * 200
+    errs = errors_of(big.encode(), limits=Limits(max_config_bytes=100))
+    assert "limit is 100" in errs[0]
+
+
+def test_kernels_from_several_libraries():
+    doc = matmul_config()
+    doc["kernels"] = ["matmul_at_i64", {"name": "add_i64", "library": "other"}]
+    cfg = parse_function(doc)
+    assert cfg.libraries == ("m", "other")
+    del doc["library"]
+    assert_error(doc, "kernels[0]", "has no library")

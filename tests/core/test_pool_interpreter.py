@@ -1,0 +1,174 @@
+"""The pool and the interpreter on the reference host device."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+
+from pappus.config import check_function_against_libraries, parse_function
+from pappus.devices.host import HostDevice, HostDriver
+from pappus.errors import InvalidInput, KernelFault, OutOfMemory
+from pappus.interfaces import LibraryImage
+from pappus.interpreter import run_invocation
+from pappus.plan import Plan
+from pappus.pool import BufferPool
+
+from .helpers import HOST_LIB, copy_config, fault_config, fill_config, matmul_config
+
+
+class CountingDevice(HostDevice):
+    """The host device, recording memsets (to check zeroing happens once, on the right range)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.memsets: list[tuple[int, int]] = []
+
+    def memset(self, address, value, nbytes):
+        self.memsets.append((address - self.base, nbytes))
+        super().memset(address, value, nbytes)
+
+
+@pytest.fixture
+def device():
+    d = CountingDevice(memory_bytes=1 << 22)
+    d.open()
+    return d
+
+
+def setup(device, doc, pool_bytes=1 << 20, scrub=False, pool=None):
+    if pool is None:
+        pool = BufferPool(device, device.reserve(pool_bytes), pool_bytes, scrub_before_use=scrub)
+    info = HostDriver().inspect_library(HOST_LIB)
+    cfg = parse_function(doc)
+    assert check_function_against_libraries(cfg, {"m": info}) == []
+    plan = Plan(cfg, {k: v.params for k, v in info.kernels.items()})
+    module = device.load_module(LibraryImage(hashlib.sha256(HOST_LIB).hexdigest(), HOST_LIB))
+    handles = {ref.name: device.get_kernel(module, ref.name) for ref in cfg.kernels}
+    return pool, plan, handles
+
+
+def test_pool_alignment_and_bump(device):
+    pool = BufferPool(device, device.reserve(4096), 4096, alignment=256)
+    assert pool.allocate(1) == 0
+    assert pool.allocate(10) == 256
+    assert pool.allocate(0) == 512
+    assert pool.allocate(256) == 512
+    with pytest.raises(ValueError):
+        BufferPool(device, 0, 10, alignment=3)
+
+
+def test_pool_out_of_memory_names_buffer_and_sizes(device):
+    pool = BufferPool(device, device.reserve(4096), 4096)
+    pool.allocate(3000, "A")
+    with pytest.raises(OutOfMemory) as info:
+        pool.allocate(2000, "B")
+    err = info.value
+    assert err.buffer == "B" and err.requested == 2000 and err.available == 4096 - 3072 and err.pool_size == 4096
+    assert "'B'" in str(err) and "2000" in str(err)
+
+
+def test_layout_failure_leaves_nothing_allocated(device):
+    pool = BufferPool(device, device.reserve(4096), 4096)
+    with pytest.raises(OutOfMemory):
+        pool.layout([("A", 1000), ("B", 5000)])
+    assert pool.top == 0
+
+
+def test_release_zeroes_high_water_in_one_memset(device):
+    pool = BufferPool(device, device.reserve(1 << 16), 1 << 16)
+    pool.allocate(100)
+    pool.allocate(1000)
+    device.memory[:2000] = 7
+    device.memsets.clear()
+    pool.release()
+    assert device.memsets == [(0, 256 + 1000)]
+    assert not device.memory[:1256].any()
+    assert pool.top == 0 and pool.high_water == 0
+
+
+def test_scrub_before_use_covers_stray_writes(device):
+    pool = BufferPool(device, device.reserve(1 << 16), 1 << 16, scrub_before_use=True)
+    pool.allocate(512)
+    device.memory[5000:5100] = 9  # a stray write past the invocation's buffers
+    pool.release()
+    off = pool.allocate(8192)
+    assert off == 0
+    assert not device.memory[:8192].any()
+
+
+def test_matmul_with_repeat_matches_numpy(device):
+    pool, plan, handles = setup(device, matmul_config(repeat=5))
+    a = np.arange(64 * 64, dtype=np.int64).reshape(64, 64) - 100
+    out = run_invocation(device, pool, plan, {"A": a.tobytes()}, handles)
+    b = np.frombuffer(out["B"], dtype=np.int64).reshape(64, 64)
+    assert (b == a @ a.T + 10).all()
+    assert not device.memory.any(), "pool must be zero after the invocation"
+
+
+def test_repeat_count_from_input(device):
+    doc = matmul_config(repeat={"FromInput": {"input": "cfg", "index": 0, "type": "u32"}})
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 4}]
+    pool, plan, handles = setup(device, doc)
+    a = np.eye(8, dtype=np.int64)
+    out = run_invocation(device, pool, plan, {"A": a.tobytes(), "cfg": struct.pack("<I", 7)}, handles)
+    assert (np.frombuffer(out["B"], np.int64).reshape(8, 8) == a + 14).all()
+    out = run_invocation(device, pool, plan, {"A": a.tobytes(), "cfg": struct.pack("<I", 0)}, handles)
+    assert (np.frombuffer(out["B"], np.int64).reshape(8, 8) == a).all()
+
+
+def test_zeroing_on_error_path(device):
+    pool, plan, handles = setup(device, fault_config(address=3))
+    with pytest.raises(KernelFault) as info:
+        run_invocation(device, pool, plan, {}, handles)
+    assert info.value.address == 3 and info.value.kernel == "write_at"
+    assert pool.top == 0 and device.memsets, "the pool is released (zeroed) on the error path"
+
+
+def test_next_invocation_sees_zeros(device):
+    pool, fill_plan, handles = setup(device, fill_config(4096, 0xAB))
+    out = run_invocation(device, pool, fill_plan, {}, handles)
+    assert out["X"] == b"\xab" * 4096
+    _, copy_plan, copy_handles = setup(device, copy_config(4096), pool=pool)
+    out = run_invocation(device, pool, copy_plan, {}, copy_handles)
+    assert out["X"] == bytes(4096), "a later invocation must not see what an earlier one wrote"
+
+
+@pytest.mark.parametrize("inputs,fragment", [
+    ({}, "inputs.A: is missing"),
+    ({"A": b"x" * 8, "Z": b""}, "inputs.Z: is not an input"),
+])
+def test_invalid_inputs(device, inputs, fragment):
+    pool, plan, handles = setup(device, matmul_config())
+    with pytest.raises(InvalidInput) as info:
+        run_invocation(device, pool, plan, inputs, handles)
+    assert fragment in str(info.value)
+
+
+def test_declared_input_size_enforced(device):
+    doc = matmul_config(repeat={"FromInput": {"input": "cfg", "index": 0}})
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    pool, plan, handles = setup(device, doc)
+    with pytest.raises(InvalidInput) as info:
+        run_invocation(device, pool, plan, {"A": bytes(8), "cfg": bytes(4)}, handles)
+    assert "inputs.cfg: has 4 bytes; the function declares exactly 8" in str(info.value)
+
+
+def test_dynamic_bounds_checked_before_running(device):
+    doc = matmul_config(repeat={"FromInput": {"input": "cfg", "index": 0}})
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    pool, plan, handles = setup(device, doc)
+    launches_before = device.launches
+    with pytest.raises(InvalidInput) as info:
+        run_invocation(device, pool, plan, {"A": bytes(8), "cfg": struct.pack("<Q", 2**40)}, handles)
+    assert "repetitions exceed" in str(info.value)
+    assert device.launches == launches_before, "nothing may run when a bound fails"
+
+
+def test_input_larger_than_pool_is_out_of_memory(device):
+    pool, plan, handles = setup(device, matmul_config(), pool_bytes=1 << 16)
+    with pytest.raises(OutOfMemory) as info:
+        run_invocation(device, pool, plan, {"A": bytes(1 << 16)}, handles)
+    assert info.value.buffer == "B"
