@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that command is not part of this build
             raise
         module.add_parser(sub, _Formatter)
+    for command in sub.choices.values():  # --debug is accepted after the command name too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks instead of one-line errors")
     return parser
 
 
@@ -74,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pappus: interrupted", file=sys.stderr)
         return 130
     except PappusError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         if isinstance(exc, ValidationError) and len(exc.errors) > 1:
             print(f"pappus: {exc.fields.get('what', 'config')} is invalid ({len(exc.errors)} problems):",
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pappus: error: {exc}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"pappus: error: {exc}", file=sys.stderr)
         return 1

@@ -210,6 +210,10 @@ class HostDevice(DeviceAPI):
     def reset(self) -> None:
         self._aborted.clear()
 
+    @property
+    def healthy(self) -> bool:
+        return not self._aborted.is_set()  # an aborted device needs reset() before reuse
+
     def abort(self) -> None:
         self._aborted.set()
 

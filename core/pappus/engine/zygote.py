@@ -13,7 +13,6 @@ Protocol (SOCK_SEQPACKET, pickled tuples, file descriptors as SCM_RIGHTS):
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import itertools
 import os
@@ -28,13 +27,6 @@ from concurrent.futures import Future
 from typing import Any
 
 _MAX_MSG = 1 << 20
-
-
-def _prctl_pdeathsig() -> None:
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 # --- supervisor side -------------------------------------------------------------------------
@@ -147,7 +139,8 @@ def _resolve(target: str) -> Any:
 
 
 def main(argv: list[str]) -> None:
-    _prctl_pdeathsig()
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits, and engines are
+    # often started from short-lived client threads. The supervisor's death closes our socket.
     sock = socket.socket(fileno=int(argv[0]))
     for module in argv[1:]:
         try:

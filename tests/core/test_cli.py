@@ -1,0 +1,74 @@
+"""The CLI: one-line errors, every problem listed, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from pappus.cli import main
+
+from .helpers import HOST_LIB, matmul_config
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pappus", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_plugins_json_lists_builtins():
+    res = run_cli("plugins", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    names = {p["name"] for p in report["plugins"]}
+    assert {"host", "cpu", "hip", "hsa"} <= names
+    host = next(b for b in report["backends"] if b["name"] == "host")
+    assert host["available"] and {e["name"] for e in host["engines"]} == {"host-sequential", "host-multiprocess"}
+
+
+def test_validate_prints_every_wrong_field(tmp_path, capsys):
+    doc = matmul_config()
+    doc["blueprint"]["outputs"] = ["nope"]
+    doc["blueprint"]["control_flow"][0]["ExecKernel"]["grid"] = [0]
+    doc["bogus"] = 1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "3 problems" in err
+    for fragment in ("bogus: unknown field", "blueprint.outputs[0]:", "ExecKernel.grid[0]:"):
+        assert fragment in err
+    assert "Traceback" not in err
+
+
+def test_validate_against_library(tmp_path, capsys):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(matmul_config()))
+    lib = tmp_path / "m.json"
+    lib.write_bytes(HOST_LIB)
+    assert main(["validate", str(path), "--library", f"m={lib}"]) == 0
+    assert "valid (2 kernels, checked against 1 library (host))" in capsys.readouterr().out
+
+
+def test_run_command_end_to_end(tmp_path):
+    cfg = tmp_path / "mm.json"
+    cfg.write_text(json.dumps(matmul_config(repeat=1)))
+    lib = tmp_path / "m.json"
+    lib.write_bytes(HOST_LIB)
+    a = np.arange(16, dtype=np.int64).reshape(4, 4)
+    np.save(tmp_path / "a.npy", a)
+    res = run_cli("run", str(cfg), "--library", f"m={lib}", "--input", f"A={tmp_path / 'a.npy'}",
+                  "-o", str(tmp_path / "out"), "--engine", "host-sequential")
+    assert res.returncode == 0, res.stderr
+    b = np.frombuffer((tmp_path / "out" / "B.bin").read_bytes(), np.int64).reshape(4, 4)
+    assert (b == a @ a.T + 2).all()
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    res = run_cli("run", str(tmp_path / "missing.json"), "--engine", "host-sequential")
+    assert res.returncode == 1
+    assert res.stderr.startswith("pappus: error:") and "Traceback" not in res.stderr
+    res = run_cli("validate", str(tmp_path / "missing.json"), "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr
