@@ -108,17 +108,16 @@ def test_kill_worker_mid_invocation(tmp_path):
     try:
         engine = rt.engine()
         fut = rt.invoke_async("sleep", {}, deadline=30)
-        time.sleep(0.3)  # let it start
-        busy = [i for i, s in enumerate(engine.slots) if s.pid is not None]
-        victims = []
-        for i in busy:  # kill the worker that runs it (we do not know which: kill until it fails)
-            if fut.done():
-                break
-            victims.append(kill_worker(engine, i, signal.SIGKILL))
-            time.sleep(0.2)
-        with pytest.raises((WorkerLost,)) as info:
+        deadline = time.monotonic() + 20
+        while not any(s.current for s in engine.slots):
+            assert time.monotonic() < deadline, "the invocation never started"
+            time.sleep(0.01)
+        busy = next(i for i, s in enumerate(engine.slots) if s.current)
+        victim = kill_worker(engine, busy, signal.SIGKILL)
+        with pytest.raises(WorkerLost) as info:
             fut.result(timeout=10)
-        assert info.value.signal == "SIGKILL"
+        assert info.value.signal == "SIGKILL" and info.value.worker == busy
+        victims = [victim]
         # respawned, serving, and correct
         for _ in range(4):
             check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)

@@ -36,9 +36,12 @@ class EngineOptions:
     per_tenant_queue: Callable[[str], int | None] | None = None
     device_options: dict[str, Any] = field(default_factory=dict)
 
+    fault_monitors: tuple[Callable[[], Any], ...] = ()
+
     def executor_config(self, share: int) -> ExecutorConfig:
         return ExecutorConfig(pool_bytes=self.pool_bytes, memory_fraction=self.memory_fraction, share=share,
-                              heap_limit=self.heap_limit, module_cache_size=self.module_cache_size)
+                              heap_limit=self.heap_limit, module_cache_size=self.module_cache_size,
+                              fault_monitors=self.fault_monitors)
 
 
 class Metrics:
@@ -96,6 +99,10 @@ class EngineBase(Engine):
         self.backend = backend
         self.options = options
         self.name = f"{backend.name}-{self.kind}"
+        if not options.fault_monitors:
+            from ..plugins import get_plugins
+
+            options.fault_monitors = tuple(e.factory for e in get_plugins().fault_monitors.for_backend(backend.name))
         self.device_spec: DeviceSpec = backend.device(**{**dict(backend.defaults), **options.device_options})
         self.queue: FairQueue[Invocation] = FairQueue(options.queue_size, weights=options.tenant_weights,
                                                       per_tenant_max=options.per_tenant_queue)

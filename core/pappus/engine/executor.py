@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.limits import DEFAULT_LIMITS, Limits
-from ..errors import DeviceError, LibraryError
+from ..errors import DeviceError, KernelFault, LibraryError, PappusError
 from ..interfaces import DeviceAPI, DeviceInfo, LibraryImage
 from ..interpreter import run_invocation
 from ..plan import Plan
 from ..pool import BufferPool
+from .faults import FaultAttributor
 from .invocation import FunctionSpec, LibraryRef
 
 log = logging.getLogger("pappus.engine")
@@ -37,6 +38,9 @@ class ExecutorConfig:
     module_cache_size: int = 64
     plan_cache_size: int = 1024
     limits: Limits = DEFAULT_LIMITS
+    #: Fault monitor factories for this backend (from ``pappus_register_fault_monitors``);
+    #: started in the process that owns the device, so workers run their own.
+    fault_monitors: tuple[Callable[[], Any], ...] = ()
 
 
 class ModuleCache:
@@ -117,6 +121,8 @@ class Executor:
         self.heap_limit: int | None = None
         self.cold = 0
         self.hot = 0
+        self.attributor = FaultAttributor()
+        self.monitors: list[Any] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -137,7 +143,24 @@ class Executor:
         self.device, self.info = device, info
         self.pool = BufferPool(device, base, size, scrub_before_use=not device.bounds_writes)
         self.modules = ModuleCache(device, self.config.module_cache_size)
+        self._start_monitors()
         return info
+
+    def _start_monitors(self) -> None:
+        if self.monitors:
+            return
+        for factory in self.config.fault_monitors:
+            try:
+                monitor = factory()
+                availability = monitor.availability()
+                if not availability:
+                    log.info("fault monitor %s unavailable: %s", getattr(monitor, "name", factory),
+                             availability.reason)
+                    continue
+                monitor.start(self.attributor.attribute)
+                self.monitors.append(monitor)
+            except Exception:  # a broken monitor must not stop the device from serving
+                log.warning("fault monitor %r failed to start", factory, exc_info=True)
 
     def pool_size(self, info: DeviceInfo) -> int:
         if self.config.pool_bytes is not None:
@@ -149,6 +172,12 @@ class Executor:
         return size & ~0xFFFF  # whole 64 KiB units
 
     def close(self) -> None:
+        for monitor in self.monitors:
+            try:
+                monitor.stop()
+            except Exception:
+                log.debug("stopping a fault monitor failed", exc_info=True)
+        self.monitors = []
         device, self.device = self.device, None
         if device is not None:
             try:
@@ -173,7 +202,7 @@ class Executor:
         return plan
 
     def execute(self, fn: FunctionSpec, inputs: Mapping[str, Any], sink: Any = None,
-                resolution: Any = None) -> dict[str, Any]:
+                resolution: Any = None, invocation_id: str = "") -> dict[str, Any]:
         assert self.device is not None and self.pool is not None and self.modules is not None
         plan = self.plan(fn)
         handles, cold = self.modules.kernel_handles(fn)
@@ -181,7 +210,39 @@ class Executor:
             self.cold += 1
         else:
             self.hot += 1
-        return run_invocation(self.device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
+        if not self.monitors:
+            return run_invocation(self.device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
+        return self._execute_monitored(plan, inputs, handles, sink, resolution, invocation_id or fn.key)
+
+    def _execute_monitored(self, plan: Plan, inputs: Mapping[str, Any], handles: Mapping[str, Any], sink: Any,
+                           resolution: Any, invocation_id: str) -> dict[str, Any]:
+        """Run with fault monitors watching: a fault they attribute to this invocation's pool
+        range becomes this invocation's error (with the address and reasons), whatever the
+        device runtime itself reported."""
+        assert self.device is not None and self.pool is not None
+        attributed: list[KernelFault] = []
+        device = self.device
+
+        def fail(error: KernelFault) -> None:
+            attributed.append(error)
+            try:
+                device.abort()
+            except NotImplementedError:
+                pass
+
+        agent = self.info.details.get("fault_agent") if self.info else None
+        self.attributor.register(invocation_id, agent, self.pool.base, self.pool.base + self.pool.size, fail)
+        try:
+            out = run_invocation(device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
+        except PappusError as exc:
+            if attributed:
+                raise attributed[0] from exc
+            raise
+        finally:
+            self.attributor.unregister(invocation_id)
+        if attributed:
+            raise attributed[0]
+        return out
 
     def recover(self) -> bool:
         """After a fault: reset the device in place if it can; False means replace this executor."""

@@ -60,6 +60,7 @@ class _Worker:
         self.capacity = 0
         self.heap_limit: int | None = None
         self.known: set[str] = set()
+        self.current: str | None = None  # id of the invocation this worker runs now
 
     @property
     def alive(self) -> bool:
@@ -225,6 +226,7 @@ class MultiprocessEngine(EngineBase):
         cause = ""
         with self.metrics.lock:
             self.metrics.in_flight += 1
+        slot.current = inv.id
         try:
             for name in inv.function.config.blueprint.input_names:
                 ctx.write("inputs", name, inv.inputs[name])
@@ -252,6 +254,7 @@ class MultiprocessEngine(EngineBase):
         except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
             error, cause = self._lost(slot, inv), f"pipe: {exc}"
         finally:
+            slot.current = None
             ctx.release()
             with self.metrics.lock:
                 self.metrics.in_flight -= 1

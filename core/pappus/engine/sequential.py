@@ -82,7 +82,7 @@ class SequentialEngine(EngineBase):
         with self.metrics.lock:
             self.metrics.in_flight += 1
         try:
-            outputs = self.executor.execute(inv.function, inv.inputs, resolution=inv.resolution)
+            outputs = self.executor.execute(inv.function, inv.inputs, resolution=inv.resolution, invocation_id=inv.id)
         except PappusError as exc:
             error = exc
         except Exception as exc:  # never let an invocation go unsettled

@@ -126,7 +126,7 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
         watchdog.arm(deadline_at)
         error: PappusError | None = None
         try:
-            executor.execute(fn, inputs, sink=sink)
+            executor.execute(fn, inputs, sink=sink, invocation_id=inv_id)
         except PappusError as exc:
             error = exc
         except Exception as exc:
