@@ -10,6 +10,13 @@ Libraries are validated statically by the engine's backend (never loaded in this
 stored by content hash; functions are validated against the exact libraries they name, and
 every problem is reported at registration. Invocations are checked against the function's
 bounds before they are queued, then run on an engine; every one settles exactly once.
+
+Tenancy: every name resolves in the caller's namespace (``tenant=``, default ``"default"``).
+The tenant's quotas (``pappus.tenants``: defaults and overrides in the state directory) are
+checked before any work is done or queued: library size and count and function count at
+registration (counts exactly, under the registry lock), pool bytes and concurrent invocations
+at admission, queued invocations by the engine's fair queue, which also applies the tenants'
+scheduling weights. Past a quota the call raises ``QuotaExceeded`` naming it and its limit.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .interfaces import Backend
 from .kernels import LibraryInfo
 from .plugins import Plugins, get_plugins
 from .registry import FunctionRecord, LibraryRecord, Registry
+from .tenants import TenantStore, quota_error
 
 DEFAULT_ENGINE = "cpu-sequential"
 MAX_LIBRARY_BYTES = 256 * 1024 * 1024
@@ -56,11 +64,13 @@ class Runtime:
         plugins: Plugins | None = None,
         engine_options: Mapping[str, EngineOptions] | None = None,
         max_library_bytes: int = MAX_LIBRARY_BYTES,
+        tenants: TenantStore | None = None,
     ) -> None:
         self.plugins = plugins or get_plugins()
         self.default_engine = engine
         self.backend, _ = self._backend_for(engine)  # unknown engine names fail here, clearly
         self.registry = Registry(state_dir)
+        self.tenants = tenants if tenants is not None else TenantStore(registry=self.registry)
         self.heap_limit = heap_limit
         self.limits = limits
         self.default_deadline = deadline or limits.default_deadline
@@ -72,9 +82,29 @@ class Runtime:
         self._infos: dict[tuple[str, str], LibraryInfo] = {}
         self._specs: dict[tuple[str, str], tuple[Any, FunctionSpec]] = {}
         self._lock = threading.Lock()
+        # Admitted, unsettled invocations per tenant, and per (engine, tenant) for metrics.
+        self._active: dict[str, int] = {}
+        self._active_by_engine: dict[tuple[str, str], int] = {}
+        self._active_lock = threading.Lock()
+        self.tenants.on_change(self._tenants_changed)
 
     def _options_for(self, engine: str) -> EngineOptions:
-        return self._engine_options.get(engine) or replace(self._base_options)
+        options = self._engine_options.get(engine) or replace(self._base_options)
+        if not options.tenant_weights:
+            options.tenant_weights = self.tenants.weights()
+        if options.per_tenant_queue is None:
+            options.per_tenant_queue = self._queued_quota
+        return options
+
+    def _queued_quota(self, tenant: str) -> int | None:
+        return self.tenants.quotas(tenant).queued_invocations
+
+    def _tenants_changed(self, store: TenantStore) -> None:
+        """New scheduling weights reach engines that are already running."""
+        weights = store.weights()
+        for name, engine in list(self.dispatcher.engines.items()) if hasattr(self, "dispatcher") else ():
+            if not self._engine_options.get(name) or not self._engine_options[name].tenant_weights:
+                engine.queue.weights = dict(weights)
 
     def _backend_for(self, engine: str) -> tuple[Backend, str]:
         name, sep, kind = engine.rpartition("-")
@@ -90,30 +120,43 @@ class Runtime:
         problem = library_name_problem(name)
         if problem:
             raise ValidationError(FieldError("name", f"{str(name)[:80]!r} {problem}"), what="library")
-        data = self._read_library(source)
+        quotas = self.tenants.quotas(tenant)
+        self._check_count_quota(tenant, "libraries", name, quotas.libraries)
+        data = self._read_library(source, quotas.library_bytes, tenant)
         be = self.plugins.backend(backend) if backend else self.backend
         info = be.driver.inspect_library(data)
         sha, _ = self.registry.put_blob(data)
         self._infos[(be.name, sha)] = info
-        record = self.registry.put_library(tenant, name, sha, len(data), be.name, info.format, list(info.kernels))
+        record = self.registry.put_library(tenant, name, sha, len(data), be.name, info.format, list(info.kernels),
+                                           max_count=quotas.libraries)
         self.plugins.notify("pappus_library_registered", name=name, tenant=tenant, sha256=sha, size=len(data),
                             backend=be.name)
         return record
 
-    def _read_library(self, source: str | Path | bytes) -> bytes:
+    def _check_count_quota(self, tenant: str, kind: str, name: str, limit: int | None) -> None:
+        """Early, lock-free check (the exact one is under the registry lock, at the write)."""
+        if limit is not None and not self.registry.exists(tenant, kind, name) \
+                and self.registry.count(tenant, kind) >= limit:
+            raise quota_error(tenant, kind, limit)
+
+    def _read_library(self, source: str | Path | bytes, quota: int | None = None, tenant: str = "default") -> bytes:
+        def check(size: int) -> None:
+            if size > self.max_library_bytes:
+                raise LibraryError(f"library is {size} bytes; the limit is {self.max_library_bytes}")
+            if quota is not None and size > quota:
+                raise quota_error(tenant, "library_bytes", quota)
+
         if isinstance(source, (bytes, bytearray, memoryview)):
+            check(len(source))
             data = bytes(source)
         else:
             path = Path(source)
             try:
-                size = path.stat().st_size
-                if size > self.max_library_bytes:
-                    raise LibraryError(f"library is {size} bytes; the limit is {self.max_library_bytes}")
+                check(path.stat().st_size)
                 data = path.read_bytes()
             except OSError as exc:
                 raise LibraryError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-        if len(data) > self.max_library_bytes:
-            raise LibraryError(f"library is {len(data)} bytes; the limit is {self.max_library_bytes}")
+        check(len(data))
         if not data:
             raise LibraryError("library is empty")
         return data
@@ -139,6 +182,8 @@ class Runtime:
         problem = library_name_problem(name)
         if problem:
             raise ValidationError(FieldError("name", f"{str(name)[:80]!r} {problem}"), what="function")
+        quotas = self.tenants.quotas(tenant)
+        self._check_count_quota(tenant, "functions", name, quotas.functions)
         doc = load_config_document(config, self.limits)
         source_format, notes = "pappus", []
         if format not in (None, "pappus", "dandelion"):
@@ -173,11 +218,28 @@ class Runtime:
         if errors:
             raise ValidationError(errors)
         record = self.registry.put_function(tenant, name, doc, libraries, cfg.engine or self.default_engine,
-                                            source_format, notes or [])
+                                            source_format, notes or [], max_count=quotas.functions)
         with self._lock:
             self._specs.pop((tenant, name), None)
         self.plugins.notify("pappus_function_registered", name=name, tenant=tenant, libraries=libraries)
         return record
+
+    def remove_function(self, name: str, *, tenant: str = "default") -> None:
+        """Remove a function from ``tenant``'s namespace (NotFound if it has none of that name)."""
+        self.registry.remove(tenant, "functions", name)
+        with self._lock:
+            self._specs.pop((tenant, name), None)
+
+    def remove_library(self, name: str, *, tenant: str = "default") -> None:
+        """Remove a library from ``tenant``'s namespace. Functions registered against it keep
+        the exact bytes they were validated with (by hash) and keep working."""
+        self.registry.remove(tenant, "libraries", name)
+
+    def list_libraries(self, *, tenant: str = "default") -> list[LibraryRecord]:
+        return self.registry.list_libraries(tenant)
+
+    def list_functions(self, *, tenant: str = "default") -> list[FunctionRecord]:
+        return self.registry.list_functions(tenant)
 
     def _import_dandelion(self, doc: Any, source: Any, modules_dir: str | Path | None, tenant: str,
                           explicit: bool) -> tuple[Any, list[str] | None]:
@@ -191,10 +253,17 @@ class Runtime:
             return doc, None
         if modules_dir is None and isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
             modules_dir = Path(source).parent
-        result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None)
+        from .importers.dandelion import narrow_constants
+
+        result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None, limits=self.limits)
+        infos = {}
         for libname, path in result.libraries.items():
-            self.register_library(libname, path, tenant=tenant)
-        return result.config, list(result.notes)
+            record = self.register_library(libname, path, tenant=tenant)
+            infos[libname] = self.library_info(self.backend, record)
+        # Upstream passes every constant as an i64 and the kernel reads as many bytes as its
+        # parameter has; retype constants to the real widths so the signature check holds.
+        config, more = narrow_constants(result.config, infos, limits=self.limits)
+        return config, list(result.notes) + list(more)
 
     def function_spec(self, name: str, tenant: str = "default") -> FunctionSpec:
         """The engine-ready form of a registered function (cached; refreshed when the record changes)."""
@@ -233,8 +302,41 @@ class Runtime:
         spec = self.function_spec(name, tenant)
         if deadline is not None and not deadline > 0:
             raise ValidationError(FieldError("deadline", "must be a positive number of seconds"), what="request")
+        quotas = self.tenants.quotas(tenant)
         invocation = Invocation(spec, inputs, deadline or spec.deadline, tenant)
-        return self.dispatcher.submit(engine or spec.engine, invocation)
+        chosen = self.dispatcher.choose(engine or spec.engine, invocation)
+        if invocation.resolution is None:  # sizes and bounds: checked before anything is queued
+            invocation.resolution = chosen.plan_for(spec).resolve(inputs)
+        limit = quotas.pool_bytes_per_invocation
+        if limit is not None and invocation.resolution.top > limit:
+            raise quota_error(tenant, "pool_bytes_per_invocation", limit)
+        key = (chosen.name, tenant)
+        limit = quotas.concurrent_invocations
+        with self._active_lock:
+            active = self._active.get(tenant, 0)
+            if limit is not None and active >= limit:
+                raise quota_error(tenant, "concurrent_invocations", limit, retry_after=1.0)
+            self._active[tenant] = active + 1
+            self._active_by_engine[key] = self._active_by_engine.get(key, 0) + 1
+        try:
+            future = chosen.submit(invocation)
+        except BaseException:
+            self._settled(key)
+            raise
+        future.add_done_callback(lambda _f: self._settled(key))
+        return future
+
+    def _settled(self, key: tuple[str, str]) -> None:
+        with self._active_lock:
+            self._active[key[1]] -= 1
+            self._active_by_engine[key] -= 1
+
+    def active(self, tenant: str | None = None) -> int | dict[tuple[str, str], int]:
+        """Admitted, unsettled invocations of ``tenant``; without one, by (engine, tenant)."""
+        with self._active_lock:
+            if tenant is not None:
+                return self._active.get(tenant, 0)
+            return dict(self._active_by_engine)
 
     def invoke(self, name: str, inputs: Mapping[str, Any], *, tenant: str = "default",
                deadline: float | None = None, engine: str | None = None) -> dict[str, bytes]:

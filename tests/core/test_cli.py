@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -72,3 +73,15 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert res.stderr.startswith("pappus: error:") and "Traceback" not in res.stderr
     res = run_cli("validate", str(tmp_path / "missing.json"), "--debug")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_import_dandelion_cli(tmp_path):
+    src = Path(__file__).resolve().parents[1] / "importers" / "data" / "thesis" / "listing_4_1.json"
+    out = tmp_path / "converted.json"
+    res = run_cli("import", "dandelion", str(src), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "pappus/function@1"
+    assert "library matmul.hsaco" in res.stderr
+    res = run_cli("import", "dandelion", str(src), "--modules-dir", "/")
+    assert res.returncode == 1 and "module_path" in res.stderr

@@ -136,7 +136,15 @@ def test_many_mixed_invocations_from_threads(tmp_path):
         results: list[tuple[str, object]] = []
         lock = threading.Lock()
 
+        client_errors: list[BaseException] = []
+
         def client(seed: int) -> None:
+            try:
+                submit_all(seed)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                client_errors.append(exc)
+
+        def submit_all(seed: int) -> None:
             rng = random.Random(seed)
             futs = []
             for _ in range(125):
@@ -159,6 +167,7 @@ def test_many_mixed_invocations_from_threads(tmp_path):
         for t in threads:
             t.join(120)
         rt.close()
+        assert not client_errors, client_errors
         assert len(results) == 1000
         for kind, value in results:
             if kind == "fault":
@@ -176,3 +185,17 @@ def test_many_mixed_invocations_from_threads(tmp_path):
     assert child_pids() <= kids_before, "worker processes leaked"
     leaked = open_fds() - fds_before
     assert not leaked, f"file descriptors leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if os.path.exists(f'/proc/self/fd/{fd}')]}"
+
+
+def test_idle_worker_death_is_noticed_and_costs_no_invocation(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=2)
+    try:
+        engine = rt.engine()
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        old = {kill_worker(engine, i, signal.SIGKILL) for i in range(2)}  # both die while idle
+        for _ in range(6):  # none of these may fail: they were never started on a dead worker
+            check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        assert engine.metrics.respawns >= 2
+        assert not old & {s.pid for s in engine.slots}
+    finally:
+        rt.close()

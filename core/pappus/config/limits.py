@@ -11,7 +11,7 @@ U64_MAX = 2**64 - 1
 @dataclass(frozen=True)
 class Limits:
     max_config_bytes: int = 4 * 1024 * 1024
-    max_inputs: int = 256
+    max_inputs: int = 4096
     max_buffers: int = 16384
     max_kernels: int = 16384
     max_actions: int = 200_000

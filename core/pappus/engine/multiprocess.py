@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import os
 import signal
 import threading
@@ -37,6 +38,8 @@ from .zygote import Zygote
 log = logging.getLogger("pappus.engine")
 
 START_TIMEOUT = 120.0  # a first start may compile a device runtime
+IDLE_CHECK = 0.05  # how often an idle supervisor thread checks that its worker is alive
+HEADER_BYTES = 64  # start of each arena: the sequence number of the run the worker last picked up
 _FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGTRAP}
 
 def _signal_name(code: int | None) -> str | None:
@@ -61,6 +64,7 @@ class _Worker:
         self.heap_limit: int | None = None
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
+        self.seq = 0
 
     @property
     def alive(self) -> bool:
@@ -188,9 +192,14 @@ class MultiprocessEngine(EngineBase):
                     time.sleep(min(2.0, 0.05 * 2 ** failures))
                     continue
                 failures = 0
-            inv = self.queue.get()
+            inv = self.queue.get(timeout=IDLE_CHECK)
             if inv is None:
-                break
+                if self.queue.closed and not len(self.queue):
+                    break
+                if slot.conn is not None and slot.conn.poll(0):  # an idle worker said something: it died
+                    slot.kill()
+                    self._respawn(slot, "worker died while idle")
+                continue
             if not inv.future.set_running_or_notify_cancel():
                 continue
             self._run(slot, inv)
@@ -219,24 +228,47 @@ class MultiprocessEngine(EngineBase):
         if inv.started >= deadline_at:
             self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
             return
-        assert slot.arena is not None and slot.conn is not None
-        ctx = ArenaContext(slot.arena)
-        outputs: dict[str, bytes] | None = None
-        error: BaseException | None = None
-        cause = ""
         with self.metrics.lock:
             self.metrics.in_flight += 1
         slot.current = inv.id
         try:
+            for attempt in (1, 2):
+                outputs, error, cause, started = self._attempt(slot, inv, deadline_at)
+                if not cause:
+                    break
+                slot.kill()
+                if attempt == 1 and not started:
+                    # The worker died before it picked this invocation up: the replacement runs it.
+                    if self._respawn(slot, cause):
+                        continue
+                elif not self.queue.closed or len(self.queue):
+                    self._respawn(slot, cause)
+                break
+        finally:
+            slot.current = None
+            with self.metrics.lock:
+                self.metrics.in_flight -= 1
+        self.finish(inv, outputs, error)
+
+    def _attempt(self, slot: _Worker, inv: Invocation,
+                 deadline_at: float) -> tuple[dict[str, bytes] | None, BaseException | None, str, bool]:
+        """One try on one worker: (outputs, error, why the worker must go, whether it started)."""
+        assert slot.arena is not None and slot.conn is not None
+        ctx = ArenaContext(slot.arena, HEADER_BYTES)
+        slot.seq += 1
+        seq = slot.seq
+        outputs: dict[str, bytes] | None = None
+        error: BaseException | None = None
+        cause = ""
+        try:
             for name in inv.function.config.blueprint.input_names:
                 ctx.write("inputs", name, inv.inputs[name])
-            sizes = inv.resolution.sizes
             for name in inv.function.config.blueprint.outputs:
-                ctx.reserve("outputs", name, sizes[name])
+                ctx.reserve("outputs", name, inv.resolution.sizes[name])
             key = inv.function.key
             spec = None if key in slot.known else inv.function
             slot.conn.send(("run", inv.id, key, spec, ctx.layout("inputs"), ctx.layout("outputs"),
-                            deadline_at, inv.deadline))
+                            deadline_at, inv.deadline, seq))
             slot.known.add(key)
             if slot.conn.poll(max(0.0, deadline_at - time.monotonic())):
                 outputs, error, cause = self._receive(slot, inv, ctx)
@@ -253,16 +285,9 @@ class MultiprocessEngine(EngineBase):
             error = exc
         except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
             error, cause = self._lost(slot, inv), f"pipe: {exc}"
-        finally:
-            slot.current = None
-            ctx.release()
-            with self.metrics.lock:
-                self.metrics.in_flight -= 1
-        self.finish(inv, outputs, error)
-        if cause:
-            slot.kill()
-            if not self.queue.closed or len(self.queue):
-                self._respawn(slot, cause)
+        started = struct.unpack_from("<Q", slot.arena.view, 0)[0] == seq
+        ctx.release()
+        return outputs, error, cause, started
 
     def _receive(self, slot: _Worker, inv: Invocation,
                  ctx: ArenaContext) -> tuple[dict[str, bytes] | None, BaseException | None, str]:

@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import threading
 import time
 from multiprocessing import reduction
@@ -110,7 +111,8 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
             return
         if msg[0] == "exit":
             return
-        _, inv_id, key, spec, input_layout, output_layout, deadline_at, deadline = msg
+        _, inv_id, key, spec, input_layout, output_layout, deadline_at, deadline, seq = msg
+        struct.pack_into("<Q", view, 0, seq)  # tells the supervisor this run was picked up
         if spec is not None:
             functions[key] = spec
         fn = functions[key]
