@@ -97,6 +97,16 @@ class LibraryError(ValidationError):
         super().__init__([FieldError(path, reason)], what="library")
 
 
+class BuildError(ValidationError):
+    """A compiler is missing or rejected the source. ``output`` keeps the full diagnostics."""
+
+    code = "build_error"
+
+    def __init__(self, message: str, path: str = "source", output: str | None = None) -> None:
+        super().__init__([FieldError(path, message)], what="source")
+        self.output = output or ""
+
+
 class InvalidInput(ValidationError):
     """Invocation inputs do not fit the function (missing, extra, wrong size, bad FromInput)."""
 

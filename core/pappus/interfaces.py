@@ -133,9 +133,10 @@ class DeviceAPI(abc.ABC):
         """Bound device-side malloc; return the limit the device reports back."""
         return nbytes
 
-    def reset(self) -> None:
-        """Recover after a fault. Raise if the device cannot recover in-process (the engine then
-        replaces the whole worker or device instance)."""
+    def reset(self) -> int | None:
+        """Recover after a fault; return the pool's new base address if the reset moved it.
+        Raise if the device cannot recover in-process (the engine then replaces the whole worker
+        or device instance)."""
         raise NotImplementedError
 
     def abort(self) -> None:

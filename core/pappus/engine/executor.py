@@ -252,7 +252,7 @@ class Executor:
         if device.healthy:
             return True
         try:
-            device.reset()
+            new_base = device.reset()
         except NotImplementedError:
             return False
         except Exception:
@@ -260,6 +260,9 @@ class Executor:
             return False
         if self.modules:
             self.modules.clear()
+        if isinstance(new_base, int) and self.pool is not None and new_base != self.pool.base:
+            # The reset re-reserved the pool elsewhere: same size, new base, nothing in use.
+            self.pool = BufferPool(device, new_base, self.pool.size, scrub_before_use=not device.bounds_writes)
         return device.healthy
 
     @property

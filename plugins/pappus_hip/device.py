@@ -1,0 +1,461 @@
+"""The HIP DeviceAPI on hip-python: one AMD GPU as one engine (or one worker) drives it.
+
+Every HIP call goes through :func:`pappus_hip.runtime.checked`, so callers see values or pappus
+errors, never ``(err, value)`` tuples. Kernel arguments arrive packed per parameter
+(:class:`pappus.plan.Launch`); they are laid out at the offsets the code object's metadata gives
+(the real kernarg layout, hidden arguments excluded: the runtime fills those) and passed through
+``hipModuleLaunchKernel``'s ``extra`` (``HIP_LAUNCH_PARAM_BUFFER_POINTER``/``_SIZE``).
+
+Unverified on AMD hardware: only NVIDIA GPUs are lent to this project. The code follows the HIP
+API as documented and as hip-python binds it; the pure parts (marshalling, error mapping, module
+bookkeeping) are tested against a fake runtime.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
+from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
+
+log = logging.getLogger("pappus.hip")
+from pappus.plan import Launch
+
+from . import codeobject, runtime
+from .codeobject import TargetID
+
+DEFAULT_ARCH = "gfx90a"
+
+# hipLaunchParam sentinels (HIP headers: (void*)0x01, 0x02, 0x03)
+_BUFFER_POINTER, _BUFFER_SIZE, _END = 1, 2, 3
+
+
+def configured_arch() -> str:
+    """The target when no device tells: ``PAPPUS_HIP_ARCH`` (default gfx90a)."""
+    return os.environ.get("PAPPUS_HIP_ARCH", "").strip() or DEFAULT_ARCH
+
+
+# --- kernel-argument marshalling ------------------------------------------------------------
+
+
+def kernarg_layout(params: tuple[KernelParam, ...]) -> tuple[tuple[int, ...], int]:
+    """(offset of each parameter, bytes of the explicit kernarg block).
+
+    Offsets come from the metadata; a parameter without one (never in hipcc output) is placed at
+    its natural alignment after the previous one, as the AMDGPU ABI does.
+    """
+    offsets: list[int] = []
+    end = 0
+    for p in params:
+        if p.offset is not None:
+            offset = p.offset
+        else:
+            align = min(8, 1 << (max(p.size, 1) - 1).bit_length())
+            offset = (end + align - 1) & ~(align - 1)
+        offsets.append(offset)
+        end = max(end, offset + p.size)
+    return tuple(offsets), (end + 7) & ~7
+
+
+def pack_kernargs(kernel: str, params: tuple[KernelParam, ...], offsets: tuple[int, ...], span: int,
+                  args: tuple[bytes, ...]) -> bytes:
+    """The explicit kernarg block: each packed argument at its parameter's offset."""
+    if len(args) != len(params):
+        raise DeviceError(f"kernel {kernel!r} takes {len(params)} arguments, the launch has {len(args)}",
+                          api="hipModuleLaunchKernel", status="bad_arguments", kernel=kernel)
+    block = bytearray(span)
+    for i, (param, raw, offset) in enumerate(zip(params, args, offsets, strict=True)):
+        if len(raw) != param.size:
+            raise DeviceError(f"argument {i} of kernel {kernel!r} is {len(raw)} bytes; the kernel's "
+                              f"parameter is {param.size}", api="hipModuleLaunchKernel",
+                              status="bad_arguments", kernel=kernel)
+        block[offset:offset + param.size] = raw
+    return bytes(block)
+
+
+# --- handles --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class HipModule:
+    """A loaded library: the validated ELF, what it declares, and the runtime's module handle."""
+
+    sha256: str
+    elf: bytes
+    info: LibraryInfo
+    handle: Any
+    generation: int
+    functions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class HipKernel:
+    """What :meth:`HipDevice.launch` needs: the function and the kernel's kernarg layout."""
+
+    name: str
+    module: HipModule
+    params: tuple[KernelParam, ...]
+    offsets: tuple[int, ...]
+    span: int
+    function: Any
+    generation: int
+
+
+# --- the device -------------------------------------------------------------------------------
+
+
+class HipDevice(DeviceAPI):
+    """One AMD GPU through hip-python. Options: ``device`` (index; ``PAPPUS_HIP_DEVICE``, default
+    0), ``heap_limit`` (device malloc heap, default 0), ``arch`` (override the target id),
+    ``allow_writable_globals`` (default False)."""
+
+    bounds_writes = False  # a GPU kernel can write anywhere in the pool
+
+    def __init__(self, device: int | None = None, heap_limit: int = 0, arch: str | None = None,
+                 allow_writable_globals: bool = False, _hip: Any = None, **_: Any) -> None:
+        if device is None:
+            env = os.environ.get("PAPPUS_HIP_DEVICE", "").strip()
+            device = int(env) if env.isdigit() else 0
+        self.index = int(device)
+        self.heap_limit_request = int(heap_limit)
+        self.arch_override = arch
+        self.allow_writable_globals = allow_writable_globals
+        self._hip = _hip
+        self._local = threading.local()
+        self._generation = 0
+        self._opened = False
+        self._healthy = True
+        self._target: TargetID | None = None
+        self._pool: Any = None
+        self.base = 0
+        self.pool_bytes = 0
+        self.heap_limit: int | None = None
+        self._pending: list[Any] = []  # kernarg buffers alive until synchronize
+        self._modules: list[HipModule] = []
+        self.loads = 0
+        self.launches = 0
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def hip(self) -> Any:
+        if self._hip is None:
+            try:
+                self._hip = runtime.load_hip()
+            except ImportError:
+                raise BackendUnavailable("hip", runtime.NOT_INSTALLED) from None
+        return self._hip
+
+    def _call(self, api: str, *args: Any, **facts: Any) -> Any:
+        try:
+            return runtime.checked(self.hip, api, *args, **facts)
+        except KernelFault:
+            # A faulted HIP context stays broken (sticky error) until hipDeviceReset: report
+            # unhealthy so the executor calls reset() (or replaces this device).
+            self._healthy = False
+            raise
+
+    def _ensure_current(self) -> None:
+        """HIP's current device is per thread: set it in every thread that drives this device."""
+        if getattr(self._local, "generation", None) != self._generation:
+            self._call("hipSetDevice", self.index)
+            self._local.generation = self._generation
+
+    def _require_open(self) -> None:
+        if not self._opened:
+            raise DeviceError("the HIP device is not open", api="open", status="not_open")
+        self._ensure_current()
+
+    # --- DeviceAPI ---------------------------------------------------------------------------
+
+    def open(self) -> DeviceInfo:
+        hip = self.hip
+        bind, package = runtime.bindings_version()
+        rt = runtime.split_hip_version(int(self._call("hipRuntimeGetVersion")))
+        if rt[:2] < tuple(bind[:2]):
+            raise BackendUnavailable("hip", f"HIP runtime {'.'.join(map(str, rt))} is older than the "
+                                     f"bindings ({'.'.join(map(str, bind[:2]))}, hip-python {package}); "
+                                     "install the hip-python release that matches the ROCm runtime")
+        count = int(self._call("hipGetDeviceCount"))
+        if count == 0:
+            raise DeviceError("no AMD GPU visible (0 devices)", api="hipGetDeviceCount", status="hipErrorNoDevice")
+        if not 0 <= self.index < count:
+            raise DeviceError(f"device {self.index} does not exist ({count} visible)", api="hipSetDevice",
+                              status="hipErrorInvalidDevice")
+        self._opened = True
+        self._ensure_current()
+        # The heap limit is set before anything of a tenant is loaded or launched.
+        self.heap_limit = self.set_malloc_heap_limit(self.heap_limit_request)
+        free, total = self._call("hipMemGetInfo")
+        try:
+            arch, name = runtime.device_arch_and_name(hip, self.index)
+        except PappusError:
+            arch, name = "", f"AMD GPU {self.index}"
+        self._target = self._choose_target(arch)
+        limits = self._limits()
+        return DeviceInfo(
+            name=name or f"AMD GPU {self.index}", total_memory=int(total), free_memory=int(free),
+            limits=limits, heap_limit=self.heap_limit,
+            details={"device": self.index, "arch": arch or None, "target": str(self._target),
+                     "runtime": ".".join(map(str, rt)), "hip_python": package},
+        )
+
+    def _choose_target(self, arch: str) -> TargetID:
+        for text in (self.arch_override, arch, configured_arch()):
+            if text:
+                try:
+                    return TargetID.parse(text)
+                except ValueError:
+                    continue
+        return TargetID.parse(DEFAULT_ARCH)
+
+    def _limits(self) -> DeviceLimits:
+        hip = self.hip
+        attr = getattr(hip, "hipDeviceAttribute_t", None)
+        default = DeviceLimits()
+
+        def get(name: str, fallback: int) -> int:
+            try:
+                value = int(self._call("hipDeviceGetAttribute", getattr(attr, name), self.index))
+                return value if value > 0 else fallback
+            except Exception:
+                return fallback
+
+        return DeviceLimits(
+            max_block_threads=get("hipDeviceAttributeMaxThreadsPerBlock", default.max_block_threads),
+            max_block_dims=(get("hipDeviceAttributeMaxBlockDimX", default.max_block_dims[0]),
+                            get("hipDeviceAttributeMaxBlockDimY", default.max_block_dims[1]),
+                            get("hipDeviceAttributeMaxBlockDimZ", default.max_block_dims[2])),
+            max_grid_dims=(get("hipDeviceAttributeMaxGridDimX", default.max_grid_dims[0]),
+                           get("hipDeviceAttributeMaxGridDimY", default.max_grid_dims[1]),
+                           get("hipDeviceAttributeMaxGridDimZ", default.max_grid_dims[2])),
+            max_shared_bytes=get("hipDeviceAttributeMaxSharedMemoryPerBlock", default.max_shared_bytes),
+        )
+
+    @property
+    def target(self) -> TargetID:
+        return self._target or self._choose_target("")
+
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) bytes as hipMemGetInfo reports them now."""
+        self._require_open()
+        free, total = self._call("hipMemGetInfo")
+        return int(free), int(total)
+
+    def reserve(self, nbytes: int) -> int:
+        self._require_open()
+        if self._pool is not None:
+            raise DeviceError("the pool is already reserved", api="hipMalloc", status="already_reserved")
+        if nbytes <= 0:
+            raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="hipMalloc", status="bad_size")
+        return self._allocate_pool(int(nbytes))
+
+    def _allocate_pool(self, nbytes: int) -> int:
+        free, _ = self._call("hipMemGetInfo")
+        if nbytes > int(free):
+            raise DeviceError(f"a pool of {nbytes} bytes does not fit in the device's {int(free)} free bytes",
+                              api="hipMalloc", status="hipErrorOutOfMemory", requested=nbytes, free=int(free))
+        pool = self._call("hipMalloc", nbytes)
+        self._pool, self.pool_bytes, self.base = pool, nbytes, _address(pool)
+        # Memory fresh from hipMalloc may hold an earlier process's data: clear it once.
+        self._call("hipMemsetD8", self.base, 0, nbytes)
+        self._call("hipDeviceSynchronize")
+        return self.base
+
+    @property
+    def pool_base(self) -> int:
+        """The pool's current base (it moves when :meth:`reset` re-reserves the pool)."""
+        return self.base
+
+    def _check_range(self, address: int, nbytes: int, what: str) -> None:
+        if self._pool is None or address < self.base or address + nbytes > self.base + self.pool_bytes:
+            raise DeviceError(f"{what} of {nbytes} bytes at {address:#x} is outside the pool "
+                              f"[{self.base:#x}, {self.base + self.pool_bytes:#x})", api=what, status="out_of_pool")
+
+    def write(self, address: int, data: memoryview) -> None:
+        self._require_open()
+        n = memoryview(data).nbytes
+        if n == 0:
+            return
+        self._check_range(address, n, "write")
+        self._call("hipMemcpyHtoD", address, data, n)
+
+    def read(self, address: int, out: memoryview) -> None:
+        self._require_open()
+        n = memoryview(out).nbytes
+        if n == 0:
+            return
+        self._check_range(address, n, "read")
+        self._call("hipMemcpyDtoH", out, address, n)
+
+    def memset(self, address: int, value: int, nbytes: int) -> None:
+        self._require_open()
+        if nbytes == 0:
+            return
+        self._check_range(address, nbytes, "memset")
+        self._call("hipMemsetD8", address, value & 0xFF, nbytes)
+
+    def load_module(self, image: LibraryImage) -> HipModule:
+        self._require_open()
+        if hashlib.sha256(image.data).hexdigest() != image.sha256:
+            raise LibraryError("library bytes do not match their registered sha256")
+        # Load exactly the code object that validation read (not whatever bundle entry the
+        # runtime would pick for itself).
+        found = codeobject.inspect_code_object(image.data, self.target, allow_writable_globals=self.allow_writable_globals)
+        elf = found.code_object.elf
+        handle = self._call("hipModuleLoadData", elf)
+        module = HipModule(image.sha256, elf, found.library, handle, self._generation)
+        self._modules.append(module)
+        self.loads += 1
+        return module
+
+    def _module_handle(self, module: HipModule) -> Any:
+        if module.generation != self._generation:  # unloaded by a device reset: load it again
+            module.handle = self._call("hipModuleLoadData", module.elf)
+            module.generation = self._generation
+            module.functions.clear()
+            if module not in self._modules:
+                self._modules.append(module)
+        return module.handle
+
+    def _function(self, module: HipModule, name: str) -> Any:
+        handle = self._module_handle(module)
+        fn = module.functions.get(name)
+        if fn is None:
+            fn = module.functions[name] = self._call("hipModuleGetFunction", handle, name.encode("utf-8"), kernel=name)
+        return fn
+
+    def get_kernel(self, module: Any, name: str) -> HipKernel:
+        self._require_open()
+        if not isinstance(module, HipModule):
+            raise DeviceError(f"not a module of this device: {type(module).__name__}", api="hipModuleGetFunction",
+                              status="bad_handle")
+        info = module.info.kernel(name)
+        if info is None:
+            raise DeviceError(f"kernel {name!r} is not in the module", api="hipModuleGetFunction",
+                              status="hipErrorNotFound", kernel=name)
+        offsets, span = kernarg_layout(info.params)
+        return HipKernel(name, module, info.params, offsets, span, self._function(module, name), self._generation)
+
+    def launch(self, launch: Launch) -> None:
+        self._require_open()
+        kernel = launch.handle
+        if not isinstance(kernel, HipKernel):
+            raise DeviceError(f"kernel {launch.kernel!r} has no handle of this device", api="hipModuleLaunchKernel",
+                              status="bad_handle", kernel=launch.kernel)
+        if kernel.generation != self._generation:
+            kernel.function = self._function(kernel.module, kernel.name)
+            kernel.generation = self._generation
+        block = pack_kernargs(kernel.name, kernel.params, kernel.offsets, kernel.span, launch.args)
+        extra = None
+        if block:
+            buf = ctypes.create_string_buffer(block, len(block))
+            size = ctypes.c_size_t(len(block))
+            hip = self.hip
+            config = (ctypes.c_void_p * 5)(
+                getattr(hip, "HIP_LAUNCH_PARAM_BUFFER_POINTER", _BUFFER_POINTER), ctypes.addressof(buf),
+                getattr(hip, "HIP_LAUNCH_PARAM_BUFFER_SIZE", _BUFFER_SIZE), ctypes.addressof(size),
+                getattr(hip, "HIP_LAUNCH_PARAM_END", _END))
+            self._pending.append((buf, size, config))
+            extra = ctypes.addressof(config)
+        gx, gy, gz = launch.grid
+        bx, by, bz = launch.block
+        self._call("hipModuleLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz,
+                   launch.shared_mem_bytes, None, None, extra, kernel=launch.kernel)
+        self.launches += 1
+
+    def synchronize(self) -> None:
+        self._require_open()
+        try:
+            self._call("hipDeviceSynchronize")
+        finally:
+            self._pending.clear()
+
+    def unload_module(self, module: Any) -> None:
+        if not isinstance(module, HipModule):
+            return
+        if module in self._modules:
+            self._modules.remove(module)
+        if module.generation == self._generation and module.handle is not None and self._opened:
+            self._ensure_current()
+            self._call("hipModuleUnload", module.handle)
+        module.handle = None
+        module.generation = -1
+        module.functions.clear()
+
+    def set_malloc_heap_limit(self, nbytes: int) -> int:
+        self._require_open()
+        limit = self.hip.hipLimit_t.hipLimitMallocHeapSize
+        self._call("hipDeviceSetLimit", limit, int(nbytes))
+        self.heap_limit_request = int(nbytes)
+        self.heap_limit = int(self._call("hipDeviceGetLimit", limit))
+        return self.heap_limit
+
+    def reset(self) -> int | None:
+        """Recover after a fault: hipDeviceReset, then the heap limit and the pool again.
+
+        Modules and kernel handles reload lazily on next use. HIP cannot promise the pool its old
+        address: the new base is returned, and the executor rebuilds its pool on it.
+        """
+        if not self._opened:
+            raise DeviceError("the HIP device is not open", api="hipDeviceReset", status="not_open")
+        self._pending.clear()
+        self._generation += 1  # every module, kernel and per-thread current device is now stale
+        old_base = self.base
+        self._pool, self.base = None, 0
+        self._healthy = False
+        self._ensure_current()
+        self._call("hipDeviceReset")
+        self._local.generation = None
+        self._ensure_current()
+        self.set_malloc_heap_limit(self.heap_limit_request)
+        if self.pool_bytes:
+            self._allocate_pool(self.pool_bytes)
+            if self.base != old_base:
+                log.info("HIP pool moved from %#x to %#x after reset", old_base, self.base)
+        self._healthy = True
+        return self.base if self.pool_bytes else None
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def close(self) -> None:
+        if not self._opened:
+            return
+        try:
+            self._ensure_current()
+            for module in list(self._modules):
+                try:
+                    self.unload_module(module)
+                except PappusError:
+                    pass
+            if self._pool is not None:
+                try:
+                    self._call("hipFree", self._pool)
+                except PappusError:
+                    pass
+        finally:
+            self._pool, self.base, self._opened = None, 0, False
+            self._modules.clear()
+            self._pending.clear()
+
+
+def _address(ptr: Any) -> int:
+    if isinstance(ptr, int):
+        return ptr
+    try:
+        return int(ptr)
+    except TypeError:
+        return int(ptr.as_c_void_p().value or 0)
+
+
+def create_device(**options: Any) -> HipDevice:
+    return HipDevice(**options)
