@@ -1,20 +1,192 @@
 """pytest plugin entry (``pytest11``): inert unless a backend is named.
 
 An autoloaded plugin loads in every pytest session of every user, so this module only adds its
-options; the suite itself is collected when ``--pappus-backend`` (or ``PAPPUS_BACKEND``) names
-a backend. Where plugin autoloading is disabled, use ``-p pappus_conformance.plugin``.
+options until ``--pappus-backend`` (or ``PAPPUS_BACKEND``) names a backend. Then it collects the
+suite shipped in this package (unless test paths were given), gates each test on the capability
+it needs, turns the backend's registered known gaps into strict expected failures, and with
+``--pappus-report DIR`` writes ``DIR/summary.json`` (and JUnit XML via ``pappus conformance``).
+
+Where plugin autoloading is disabled (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``), add
+``-p pappus_conformance``. Fixtures live in ``fixtures.py``, with the plugin, not in a conftest of
+the host project, so the suite works from any directory and against any backend.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from .properties import PROPERTIES, property_of
+
+SUITE_DIR = Path(__file__).resolve().parent / "suite"
+_STATE_KEY = pytest.StashKey["_Reporter"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pappus", "pappus conformance suite")
     group.addoption("--pappus-backend", default=os.environ.get("PAPPUS_BACKEND"),
-                    help="run the pappus conformance suite against this backend")
+                    help="run the pappus conformance suite against this backend (env: PAPPUS_BACKEND)")
     group.addoption("--pappus-engine", default=os.environ.get("PAPPUS_ENGINE"),
-                    help="engine kind to test (sequential, multiprocess; default: all the backend has)")
+                    help="engine kind to test: sequential or multiprocess (default: every kind the backend has)")
+    group.addoption("--pappus-report", default=None, metavar="DIR",
+                    help="write DIR/summary.json: property, test, outcome and reason of every test")
+    group.addoption("--pappus-workers", type=int, default=2,
+                    help="workers of the multiprocess engine under test (default: 2)")
+
+
+def _active(config: pytest.Config) -> bool:
+    return bool(config.getoption("--pappus-backend", default=None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not _active(config):
+        return
+    config.addinivalue_line("markers", "requires(*capabilities): capabilities a conformance test needs "
+                                       "besides its property's own")
+    # Run the shipped suite unless the user pointed pytest at specific tests.
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(SUITE_DIR)]
+    reporter = _Reporter(config)
+    config.stash[_STATE_KEY] = reporter
+    config.pluginmanager.register(reporter, "pappus-conformance-reporter")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if not _active(config):
+        return None
+    from pappus.plugins import get_plugins
+
+    name = config.getoption("--pappus-backend")
+    lines = [f"pappus conformance: backend={name!r} engine={config.getoption('--pappus-engine') or 'all'}"]
+    try:
+        backend = get_plugins().backend(name)
+        avail = get_plugins().availability(backend)
+        lines.append(f"  plugin={backend.plugin} available={avail.available} ({avail.reason})")
+        lines.append(f"  claims: {', '.join(sorted(c.value for c in backend.capabilities)) or 'nothing'}")
+        if backend.known_gaps:
+            lines.append(f"  known gaps: {len(backend.known_gaps)}")
+    except Exception as exc:  # the header must never hide the real error, which the tests show
+        lines.append(f"  backend not loadable: {exc}")
+    for var in ("PAPPUS_BACKEND", "PAPPUS_ENGINE", "PAPPUS_PLUGINS", "PAPPUS_PLUGIN_MODULES", "PAPPUS_HOME"):
+        if os.environ.get(var):
+            lines.append(f"  {var}={os.environ[var]}")
+    return lines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _active(config):
+        return
+    from pappus.plugins import get_plugins
+
+    backend = get_plugins().backend(config.getoption("--pappus-backend"))
+    claimed = {c.value for c in backend.capabilities}
+    gaps = dict(backend.known_gaps)
+    used: set[str] = set()
+    for item in items:
+        if not _in_suite(item):
+            continue
+        prop = property_of(item)
+        capability = PROPERTIES[prop].capability if prop in PROPERTIES else None
+        needed = {capability} if capability else set()
+        for marker in item.iter_markers("requires"):
+            needed.update(marker.args)
+        missing = sorted(needed - claimed)
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"not claimed: {', '.join(missing)}"))
+            continue
+        for pattern, reason in gaps.items():
+            if _matches(item, prop, pattern):
+                used.add(pattern)
+                item.add_marker(pytest.mark.xfail(reason=f"known gap: {reason}", strict=True))
+    stale = sorted(set(gaps) - used)
+    if stale:
+        config.issue_config_time_warning(
+            pytest.PytestWarning(f"known gaps of backend {backend.name!r} match no test: {', '.join(stale)}"),
+            stacklevel=2)
+
+
+def _in_suite(item: pytest.Item) -> bool:
+    return SUITE_DIR in Path(str(item.fspath)).parents
+
+
+def _matches(item: pytest.Item, prop: str, pattern: str) -> bool:
+    name = item.name.split("[")[0]
+    return any(fnmatch.fnmatchcase(candidate, pattern)
+               for candidate in (item.name, name, f"{prop}::{item.name}", f"{prop}::{name}"))
+
+
+class _Reporter:
+    """Collects one line per test for the JSON summary (in the xdist controller too)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: list[dict[str, Any]] = []
+        self.started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and not (report.when == "setup" and (report.skipped or report.failed)):
+            return
+        outcome, reason = _outcome(report)
+        self.results.append({
+            "property": _property_from_nodeid(report.nodeid), "test": report.nodeid.split("::", 1)[-1],
+            "outcome": outcome, "reason": reason, "seconds": round(getattr(report, "duration", 0.0), 4),
+        })
+
+
+def _outcome(report: pytest.TestReport) -> tuple[str, str]:
+    if hasattr(report, "wasxfail"):
+        if report.skipped:
+            return "xfailed", str(report.wasxfail)
+        return "xpassed-stale", f"known gap now passes: remove it ({report.wasxfail})"
+    if report.skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith("not claimed:"):
+            return "not_claimed", reason
+        return "skipped", reason
+    if report.failed:
+        text = str(report.longrepr)
+        return "failed", text.strip().splitlines()[-1][:500] if text else ""
+    return "passed", ""
+
+
+def _property_from_nodeid(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return module.removeprefix("test_").removesuffix(".py")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not _active(config) or hasattr(config, "workerinput"):
+        return  # xdist workers report to the controller, which writes the summary
+    out = config.getoption("--pappus-report")
+    reporter = config.stash.get(_STATE_KEY, None)
+    if not out or reporter is None:
+        return
+    results = sorted(reporter.results, key=lambda r: (r["property"], r["test"]))
+    properties: dict[str, dict[str, int]] = {}
+    for r in results:
+        counts = properties.setdefault(r["property"], {})
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    summary = {
+        "backend": config.getoption("--pappus-backend"),
+        "engine": config.getoption("--pappus-engine") or "all",
+        "exit_status": int(exitstatus),
+        "python": platform.python_version(),
+        "seconds": round(time.time() - reporter.started, 2),
+        "properties": properties,
+        "tests": results,
+    }
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+

@@ -279,6 +279,12 @@ class Backend:
     build_targets: tuple[str, ...] = ()
     #: ``build(source, out_dir, targets) -> [paths written]``; used by ``pappus build``.
     build: Callable[[Any, Any, list[str]], list[Any]] | None = None
+    #: The build target matching the device here (``"cpu"``, ``"gfx90a"``, ``"sm_90"``): what the
+    #: conformance suite builds its kernels for.
+    native_target: Callable[[], str] | None = None
+    #: Known gaps: conformance test name (or ``property::test`` glob) -> reason. The suite runs
+    #: them as strict expected failures: one that starts passing fails as a stale entry.
+    known_gaps: Mapping[str, str] = field(default_factory=dict)
     plugin: str = ""
 
     def engine_names(self) -> list[str]:

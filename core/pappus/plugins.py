@@ -4,7 +4,9 @@ Plugins come from the ``pappus`` entry-point group; built-in ones register throu
 Each entry point is imported and each registration hook called on its own, so a plugin that
 fails to import, raises, or registers something invalid is reported with its name and reason
 and does not take the others down. What the hooks registered is cached: lookups never call
-hooks again. ``PAPPUS_PLUGINS=cpu,hip`` limits which entry points load.
+hooks again. ``PAPPUS_PLUGINS=cpu,hip`` limits which entry points load;
+``PAPPUS_PLUGIN_MODULES=pkg.mod,other.mod`` adds plugin modules that are not installed as
+distributions (a backend under development, a test double).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class Plugins:
                 if allowed is not None and ep.name not in allowed:
                     continue
                 self._load_entry_point(ep)
+            for module in _extra_modules():
+                self._load_entry_point(metadata.EntryPoint(name=module, value=module, group=ENTRY_POINT_GROUP))
             self._register_all()
             self._loaded = True
         return self
@@ -293,6 +297,11 @@ def _allowed_plugins() -> set[str] | None:
     if not value:
         return None
     return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _extra_modules() -> list[str]:
+    value = os.environ.get("PAPPUS_PLUGIN_MODULES", "")
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 _plugins: Plugins | None = None
