@@ -28,7 +28,7 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[dev,serve]'
+	$(PIP) install -q -e '.[dev,serve,cuda]' nvidia-cuda-cuobjdump
 	touch $@
 
 $(VENV)/.installed-hip: $(VENV)/.installed

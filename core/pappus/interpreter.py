@@ -7,6 +7,7 @@ success, error, fault and timeout alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from .plan import Plan, Resolution
 from .pool import BufferPool
 
 OutputSink = Callable[[str, int], Any]
+log = logging.getLogger("pappus.interpreter")
 
 
 def run_invocation(
@@ -35,28 +37,41 @@ def run_invocation(
     res = resolution if resolution is not None else plan.resolve(inputs)
     names = [name for name, _ in plan.config.blueprint.buffers]
     try:
-        placed = pool.layout([(name, res.sizes[name]) for name in names])
-        offsets = dict(zip(names, placed))
-        base = pool.base
-        for name in plan.inputs:
-            data = inputs[name]
-            view = data if isinstance(data, memoryview) else memoryview(data)
-            if view.nbytes:
-                device.write(base + offsets[name], view.cast("B") if view.format != "B" or view.ndim != 1 else view)
-        device.run(plan.program(res, base, handles, offsets))
-        outputs: dict[str, Any] = {}
-        for name in plan.outputs:
-            size = res.sizes[name]
-            if sink is None:
-                out = bytearray(size)
-                if size:
-                    device.read(base + offsets[name], memoryview(out))
-                outputs[name] = bytes(out)
-            else:
-                dst = sink(name, size)
-                if size:
-                    device.read(base + offsets[name], dst)
-                outputs[name] = dst
-        return outputs
-    finally:
-        pool.release()
+        outputs = _run(device, pool, plan, inputs, handles, res, names, sink)
+    except BaseException:
+        # Zero on the error path too; if the device is too broken to zero (a sticky fault), the
+        # original error is the one worth reporting, and the executor resets or replaces it.
+        try:
+            pool.release()
+        except Exception:
+            log.warning("pool release after a failed invocation failed too", exc_info=True)
+        raise
+    pool.release()
+    return outputs
+
+
+def _run(device: DeviceAPI, pool: BufferPool, plan: Plan, inputs: Mapping[str, Any], handles: Mapping[str, Any],
+         res: Resolution, names: list[str], sink: OutputSink | None) -> dict[str, Any]:
+    placed = pool.layout([(name, res.sizes[name]) for name in names])
+    offsets = dict(zip(names, placed))
+    base = pool.base
+    for name in plan.inputs:
+        data = inputs[name]
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.nbytes:
+            device.write(base + offsets[name], view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+    device.run(plan.program(res, base, handles, offsets))
+    outputs: dict[str, Any] = {}
+    for name in plan.outputs:
+        size = res.sizes[name]
+        if sink is None:
+            out = bytearray(size)
+            if size:
+                device.read(base + offsets[name], memoryview(out))
+            outputs[name] = bytes(out)
+        else:
+            dst = sink(name, size)
+            if size:
+                device.read(base + offsets[name], dst)
+            outputs[name] = dst
+    return outputs

@@ -1,0 +1,613 @@
+"""The CUDA DeviceAPI on cuda-bindings: one NVIDIA GPU as one engine (or one worker) drives it.
+
+Every driver call goes through :func:`pappus_cuda.runtime.checked`, so callers see values or pappus
+errors, never ``(CUresult, value)`` tuples. Kernel arguments arrive packed per parameter
+(:class:`pappus.plan.Launch`, each exactly its parameter's size); :class:`PackedArgs` lays them
+out at the offsets the cubin's ``EIATTR_KPARAM_INFO`` records give and hands ``cuLaunchKernel``
+either the ``kernelParams`` pointer array (default) or one ``CU_LAUNCH_PARAM_BUFFER_POINTER``
+buffer through ``extra``.
+
+Faults are sticky in CUDA: after ``CUDA_ERROR_ILLEGAL_ADDRESS`` (and the other kernel exceptions)
+every call in the context fails. The device then reports ``healthy = False``; :meth:`CudaDevice.reset`
+destroys the context (``cuDevicePrimaryCtxReset`` or ``cuCtxDestroy``), makes a fresh one and
+reserves the pool again. If the pool cannot be had at the same address the reset raises, and the
+engine replaces the device (the multiprocess engine replaces the worker process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
+from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
+from pappus.plan import Launch
+
+from . import cubin, runtime
+
+# CU_LAUNCH_PARAM_* sentinels of cuda.h: ((void*)0x01), ((void*)0x02), ((void*)0x00)
+LAUNCH_PARAM_BUFFER_POINTER, LAUNCH_PARAM_BUFFER_SIZE, LAUNCH_PARAM_END = 1, 2, 0
+#: Dynamic shared memory a kernel gets without opting in (cuFuncSetAttribute).
+DEFAULT_DYNAMIC_SHARED = 48 * 1024
+
+
+def configured_device() -> int:
+    env = os.environ.get("PAPPUS_CUDA_DEVICE", "").strip()
+    return int(env) if env.isdigit() else 0
+
+
+# --- kernel-argument marshalling ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where each parameter lives in the parameter buffer, and the buffer's size."""
+
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+    span: int
+
+    @classmethod
+    def of(cls, params: tuple[KernelParam, ...]) -> ParamLayout:
+        """Offsets from the code object (cubin and PTX always give them); a parameter without one
+        is placed at its natural alignment (its size rounded up to a power of two, at most 16)
+        after the previous one, as the CUDA ABI places scalars and vectors."""
+        offsets: list[int] = []
+        end = 0
+        for p in params:
+            if p.size <= 0:
+                raise DeviceError(f"a kernel parameter of {p.size} bytes", api="cuLaunchKernel", status="bad_signature")
+            align = min(16, 1 << (p.size - 1).bit_length())
+            offset = p.offset if p.offset is not None else (end + align - 1) & ~(align - 1)
+            if offset < end:
+                raise DeviceError(f"kernel parameters overlap at offset {offset}", api="cuLaunchKernel",
+                                  status="bad_signature")
+            offsets.append(offset)
+            end = offset + p.size
+        span = (end + 7) & ~7 if end else 0
+        return cls(tuple(p.size for p in params), tuple(offsets), span)
+
+
+class PackedArgs:
+    """One launch's arguments in the two forms ``cuLaunchKernel`` accepts.
+
+    ``buffer`` holds every argument at its parameter offset (the ``extra`` form); ``pointers``
+    is the ``kernelParams`` array of ``void*``, entry *i* pointing at argument *i* inside that
+    same buffer. Both stay alive as long as this object does.
+    """
+
+    __slots__ = ("kernel", "layout", "buffer", "pointers", "size", "extra")
+
+    def __init__(self, kernel: str, layout: ParamLayout, args: tuple[bytes, ...]) -> None:
+        if len(args) != len(layout.sizes):
+            raise DeviceError(f"kernel {kernel!r} takes {len(layout.sizes)} arguments, the launch has {len(args)}",
+                              api="cuLaunchKernel", status="bad_arguments", kernel=kernel)
+        self.kernel = kernel
+        self.layout = layout
+        self.buffer = ctypes.create_string_buffer(max(layout.span, 1))
+        base = ctypes.addressof(self.buffer)
+        self.pointers = (ctypes.c_void_p * max(len(args), 1))()
+        for i, (raw, size, offset) in enumerate(zip(args, layout.sizes, layout.offsets, strict=True)):
+            if len(raw) != size:
+                raise DeviceError(f"argument {i} of kernel {kernel!r} is {len(raw)} bytes; the kernel's parameter "
+                                  f"is {size}", api="cuLaunchKernel", status="bad_arguments", kernel=kernel)
+            ctypes.memmove(base + offset, raw, size)
+            self.pointers[i] = base + offset
+        self.size = ctypes.c_size_t(layout.span)
+        self.extra = (ctypes.c_void_p * 5)(LAUNCH_PARAM_BUFFER_POINTER, base, LAUNCH_PARAM_BUFFER_SIZE,
+                                           ctypes.addressof(self.size), LAUNCH_PARAM_END)
+
+    def raw(self) -> bytes:
+        """The parameter buffer as the kernel sees its parameter bank (for tests and debugging)."""
+        return self.buffer.raw[:self.layout.span]
+
+    @property
+    def kernel_params(self) -> int | None:
+        """Address of the ``void*[]`` for ``kernelParams`` (None for a kernel without parameters)."""
+        return ctypes.addressof(self.pointers) if self.layout.sizes else None
+
+    @property
+    def extra_address(self) -> int:
+        """Address of the ``extra`` array (0 for a kernel without parameters)."""
+        return ctypes.addressof(self.extra) if self.layout.sizes else 0
+
+
+# --- handles --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CudaModule:
+    """A loaded library: the validated image, what it declares, and the driver's module handle."""
+
+    sha256: str
+    image: bytes
+    kind: str
+    info: LibraryInfo
+    handle: Any
+    generation: int
+    functions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class CudaKernel:
+    """What :meth:`CudaDevice.launch` needs: the function and the parameter layout."""
+
+    name: str
+    module: CudaModule
+    params: tuple[KernelParam, ...]
+    layout: ParamLayout
+    function: Any
+    generation: int
+    dynamic_shared_limit: int = DEFAULT_DYNAMIC_SHARED
+
+
+# --- the device -------------------------------------------------------------------------------
+
+
+class CudaDevice(DeviceAPI):
+    """One NVIDIA GPU through the CUDA driver API.
+
+    Options: ``device_index`` (``device`` too; ``PAPPUS_CUDA_DEVICE``, default 0), ``context``
+    (``"primary"``, the default, shares the device's primary context as the runtime API and
+    cuda.core do; ``"own"`` creates a private context), ``heap_limit`` (device malloc heap, default
+    0), ``arch`` (override the sm_XX used to pick fatbin entries), ``launch_params``
+    (``"pointers"``: kernelParams, the default; ``"buffer"``: one packed buffer through ``extra``),
+    ``allow_writable_globals`` (default False).
+    """
+
+    bounds_writes = False  # a GPU kernel can write anywhere in its context
+
+    def __init__(self, device_index: int | None = None, *, device: int | None = None, context: str = "primary",
+                 heap_limit: int = 0, arch: str | None = None, launch_params: str = "pointers",
+                 allow_writable_globals: bool = False, _driver: Any = None, **_: Any) -> None:
+        index = device_index if device_index is not None else device
+        self.index = configured_device() if index is None else int(index)
+        if context not in ("primary", "own"):
+            raise ValueError(f"context must be 'primary' or 'own', not {context!r}")
+        if launch_params not in ("pointers", "buffer"):
+            raise ValueError(f"launch_params must be 'pointers' or 'buffer', not {launch_params!r}")
+        self.context_mode = context
+        self.launch_params = launch_params
+        self.heap_limit_request = int(heap_limit)
+        self.arch_override = arch
+        self.allow_writable_globals = allow_writable_globals
+        self._driver = _driver
+        self._local = threading.local()
+        self._generation = 0
+        self._opened = False
+        self._healthy = True
+        self._fault: PappusError | None = None
+        self._dev: Any = None
+        self._ctx: Any = None
+        self._retains = 0
+        self._pool: Any = None
+        self.arch: str | None = None
+        self.base = 0
+        self.pool_bytes = 0
+        self.heap_limit: int | None = None
+        self.heap_limit_notes: list[str] = []
+        self._pending: list[PackedArgs] = []  # argument buffers alive until synchronize
+        self._launched: list[str] = []  # kernels enqueued since the last synchronize
+        self._modules: list[CudaModule] = []
+        self.loads = 0
+        self.launches = 0
+        self.resets = 0
+        self.last_reset_seconds: float | None = None
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def driver(self) -> Any:
+        if self._driver is None:
+            try:
+                self._driver = runtime.load_driver()
+            except ImportError:
+                raise BackendUnavailable("cuda", runtime.NOT_INSTALLED) from None
+        return self._driver
+
+    def _call(self, api: str, *args: Any, **facts: Any) -> Any:
+        try:
+            return runtime.checked(self.driver, api, *args, **facts)
+        except PappusError as exc:
+            status = exc.fields.get("status")
+            if status in runtime.STICKY_STATUSES:
+                self._healthy = False
+                if self._fault is None:
+                    self._fault = exc
+            raise
+
+    def _ensure_current(self) -> None:
+        """A context is current per thread: make ours current in every thread that drives it."""
+        if getattr(self._local, "generation", None) != self._generation:
+            self._call("cuCtxSetCurrent", self._ctx)
+            self._local.generation = self._generation
+
+    def _require_open(self) -> None:
+        if not self._opened:
+            raise DeviceError("the CUDA device is not open", api="open", status="not_open")
+        if not self._healthy:
+            self._raise_unusable()
+        self._ensure_current()
+
+    def _raise_unusable(self) -> None:
+        fault = self._fault
+        status = fault.fields.get("status") if fault else None
+        message = (f"the CUDA context is unusable after {status or 'a fault'} until the device is reset"
+                   + (f" ({fault.message})" if fault else ""))
+        if isinstance(fault, KernelFault):
+            raise KernelFault(message, kernel=fault.fields.get("kernel"), reasons=fault.fields.get("reasons"),
+                              status=status, api="sticky")
+        raise DeviceError(message, api="sticky", status=status or "unhealthy")
+
+    # --- DeviceAPI: lifecycle ----------------------------------------------------------------
+
+    def open(self) -> DeviceInfo:
+        driver = self.driver
+        bind, package = runtime.bindings_version(driver)
+        drv = runtime.split_cuda_version(int(self._call("cuDriverGetVersion")))
+        if drv[0] < bind[0]:
+            raise BackendUnavailable("cuda", f"the NVIDIA driver supports CUDA {drv[0]}.{drv[1]}, older than the CUDA "
+                                     f"{bind[0]}.{bind[1]} of cuda-bindings {package}; install cuda-bindings "
+                                     f"{drv[0]}.x or a newer driver")
+        self._call("cuInit", 0)
+        count = int(self._call("cuDeviceGetCount"))
+        if count == 0:
+            raise DeviceError("no NVIDIA GPU visible (0 devices)", api="cuDeviceGetCount", status="CUDA_ERROR_NO_DEVICE")
+        if not 0 <= self.index < count:
+            raise DeviceError(f"device {self.index} does not exist ({count} visible)", api="cuDeviceGet",
+                              status="CUDA_ERROR_INVALID_DEVICE")
+        self._dev = self._call("cuDeviceGet", self.index)
+        self._create_context()
+        self._opened = True
+        try:
+            self._ensure_current()
+            # The heap limit is set before anything of a tenant is loaded or launched.
+            self.heap_limit = self.set_malloc_heap_limit(self.heap_limit_request)
+            free, total = self._call("cuMemGetInfo")
+            arch, name = runtime.device_arch_and_name(driver, self.index)
+            self.arch = self.arch_override or arch
+            limits = self._limits()
+        except BaseException:
+            self.close()
+            raise
+        return DeviceInfo(
+            name=name or f"NVIDIA GPU {self.index}", total_memory=int(total), free_memory=int(free), limits=limits,
+            heap_limit=self.heap_limit,
+            details={"device": self.index, "arch": arch, "driver_cuda": f"{drv[0]}.{drv[1]}",
+                     "cuda_bindings": package, "context": self.context_mode,
+                     "heap_limit_requested": self.heap_limit_request, "heap_limit_notes": list(self.heap_limit_notes)},
+        )
+
+    def _create_context(self) -> None:
+        if self.context_mode == "primary":
+            self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
+            self._retains += 1
+            return
+        try:  # CUDA 13 / cuCtxCreate_v4: (params, flags, dev)
+            self._ctx = self._call("cuCtxCreate", None, 0, self._dev)
+        except DeviceError as exc:
+            if exc.fields.get("status") != "binding_error":
+                raise
+            self._ctx = self._call("cuCtxCreate", 0, self._dev)  # cuda-bindings 12: (flags, dev)
+
+    def _destroy_context(self) -> None:
+        if self._ctx is None:
+            return
+        if self.context_mode == "primary":
+            while self._retains:
+                self._retains -= 1
+                try:
+                    runtime.checked(self.driver, "cuDevicePrimaryCtxRelease", self._dev)
+                except PappusError:
+                    break
+        else:
+            try:
+                runtime.checked(self.driver, "cuCtxDestroy", self._ctx)
+            except PappusError:
+                pass
+        self._ctx = None
+
+    def _limits(self) -> DeviceLimits:
+        attr = self.driver.CUdevice_attribute
+        default = DeviceLimits()
+
+        def get(name: str, fallback: int) -> int:
+            try:
+                value = int(self._call("cuDeviceGetAttribute", getattr(attr, name), self._dev))
+                return value if value > 0 else fallback
+            except Exception:
+                return fallback
+
+        return DeviceLimits(
+            max_block_threads=get("CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK", default.max_block_threads),
+            max_block_dims=(get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X", default.max_block_dims[0]),
+                            get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y", default.max_block_dims[1]),
+                            get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z", default.max_block_dims[2])),
+            max_grid_dims=(get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X", default.max_grid_dims[0]),
+                           get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y", default.max_grid_dims[1]),
+                           get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z", default.max_grid_dims[2])),
+            max_shared_bytes=get("CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", DEFAULT_DYNAMIC_SHARED),
+        )
+
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) bytes as cuMemGetInfo reports them now."""
+        self._require_open()
+        free, total = self._call("cuMemGetInfo")
+        return int(free), int(total)
+
+    # --- DeviceAPI: memory -------------------------------------------------------------------
+
+    def reserve(self, nbytes: int) -> int:
+        self._require_open()
+        if self._pool is not None:
+            raise DeviceError("the pool is already reserved", api="cuMemAlloc", status="already_reserved")
+        if nbytes <= 0:
+            raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="cuMemAlloc", status="bad_size")
+        return self._allocate_pool(int(nbytes))
+
+    def _allocate_pool(self, nbytes: int) -> int:
+        free, _ = self._call("cuMemGetInfo")
+        if nbytes > int(free):
+            raise DeviceError(f"a pool of {nbytes} bytes does not fit in the device's {int(free)} free bytes",
+                              api="cuMemAlloc", status="CUDA_ERROR_OUT_OF_MEMORY", requested=nbytes, free=int(free))
+        pool = self._call("cuMemAlloc", nbytes)
+        self._pool, self.pool_bytes, self.base = pool, nbytes, int(pool)
+        # Memory fresh from cuMemAlloc may hold what an earlier context left there: clear it once.
+        self._call("cuMemsetD8", pool, 0, nbytes)
+        self._call("cuCtxSynchronize")
+        return self.base
+
+    @property
+    def pool_base(self) -> int:
+        return self.base
+
+    def _check_range(self, address: int, nbytes: int, what: str) -> None:
+        if self._pool is None or address < self.base or address + nbytes > self.base + self.pool_bytes:
+            raise DeviceError(f"{what} of {nbytes} bytes at {address:#x} is outside the pool "
+                              f"[{self.base:#x}, {self.base + self.pool_bytes:#x})", api=what, status="out_of_pool")
+
+    def write(self, address: int, data: memoryview) -> None:
+        self._require_open()
+        view = _bytes_view(data)
+        n = view.nbytes
+        if n == 0:
+            return
+        self._check_range(address, n, "write")
+        self._call("cuMemcpyHtoD", address, view, n)
+
+    def read(self, address: int, out: memoryview) -> None:
+        self._require_open()
+        view = _bytes_view(out)
+        n = view.nbytes
+        if n == 0:
+            return
+        if view.readonly:
+            raise DeviceError("read() needs a writable buffer", api="cuMemcpyDtoH", status="readonly_buffer")
+        self._check_range(address, n, "read")
+        self._call("cuMemcpyDtoH", view, address, n)
+
+    def memset(self, address: int, value: int, nbytes: int) -> None:
+        self._require_open()
+        if nbytes == 0:
+            return
+        self._check_range(address, nbytes, "memset")
+        self._call("cuMemsetD8", address, value & 0xFF, nbytes)
+
+    # --- DeviceAPI: modules and kernels --------------------------------------------------------
+
+    def load_module(self, image: LibraryImage) -> CudaModule:
+        self._require_open()
+        if hashlib.sha256(image.data).hexdigest() != image.sha256:
+            raise LibraryError("library bytes do not match their registered sha256")
+        # Load exactly what validation read: for a fatbin, the one entry chosen for this GPU.
+        found = cubin.inspect(image.data, self.arch, allow_writable_globals=self.allow_writable_globals)
+        handle = self._call("cuModuleLoadData", found.image)
+        module = CudaModule(image.sha256, found.image, found.kind, found.library, handle, self._generation)
+        self._modules.append(module)
+        self.loads += 1
+        return module
+
+    def _module_handle(self, module: CudaModule) -> Any:
+        if module.generation != self._generation:  # unloaded by a reset: load it again
+            module.handle = self._call("cuModuleLoadData", module.image)
+            module.generation = self._generation
+            module.functions.clear()
+            if module not in self._modules:
+                self._modules.append(module)
+        return module.handle
+
+    def _function(self, module: CudaModule, name: str) -> Any:
+        handle = self._module_handle(module)
+        fn = module.functions.get(name)
+        if fn is None:
+            fn = module.functions[name] = self._call("cuModuleGetFunction", handle, name.encode("utf-8"), kernel=name)
+        return fn
+
+    def get_kernel(self, module: Any, name: str) -> CudaKernel:
+        self._require_open()
+        if not isinstance(module, CudaModule):
+            raise DeviceError(f"not a module of this device: {type(module).__name__}", api="cuModuleGetFunction",
+                              status="bad_handle")
+        info = module.info.kernel(name)
+        if info is None:
+            raise DeviceError(f"kernel {name!r} is not in the module", api="cuModuleGetFunction",
+                              status="CUDA_ERROR_NOT_FOUND", kernel=name)
+        return CudaKernel(name, module, info.params, ParamLayout.of(info.params), self._function(module, name),
+                          self._generation)
+
+    def function_attribute(self, kernel: CudaKernel, name: str) -> int:
+        """A CU_FUNC_ATTRIBUTE_* of a kernel (e.g. "SHARED_SIZE_BYTES"), as the driver reports it."""
+        self._require_open()
+        attr = getattr(self.driver.CUfunction_attribute, f"CU_FUNC_ATTRIBUTE_{name}")
+        return int(self._call("cuFuncGetAttribute", attr, kernel.function, kernel=kernel.name))
+
+    # --- DeviceAPI: launching --------------------------------------------------------------------
+
+    def pack(self, kernel: CudaKernel, args: tuple[bytes, ...]) -> PackedArgs:
+        return PackedArgs(kernel.name, kernel.layout, args)
+
+    def launch(self, launch: Launch) -> None:
+        self._require_open()
+        kernel = launch.handle
+        if not isinstance(kernel, CudaKernel):
+            raise DeviceError(f"kernel {launch.kernel!r} has no handle of this device", api="cuLaunchKernel",
+                              status="bad_handle", kernel=launch.kernel)
+        if kernel.generation != self._generation:
+            kernel.function = self._function(kernel.module, kernel.name)
+            kernel.generation = self._generation
+            kernel.dynamic_shared_limit = DEFAULT_DYNAMIC_SHARED
+        packed = PackedArgs(kernel.name, kernel.layout, launch.args)
+        shared = int(launch.shared_mem_bytes)
+        if shared > kernel.dynamic_shared_limit:  # opt in to more than 48 KiB of dynamic shared memory
+            self._call("cuFuncSetAttribute", kernel.function,
+                       self.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared,
+                       kernel=kernel.name)
+            kernel.dynamic_shared_limit = shared
+        self._pending.append(packed)
+        self._launched.append(kernel.name)
+        gx, gy, gz = launch.grid
+        bx, by, bz = launch.block
+        if self.launch_params == "buffer":
+            params, extra = None, packed.extra_address
+        else:
+            params, extra = packed.kernel_params, 0
+        self._call("cuLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz, shared, 0, params, extra,
+                   kernel=kernel.name)
+        self.launches += 1
+
+    def synchronize(self) -> None:
+        self._require_open()
+        launched = list(dict.fromkeys(self._launched))
+        try:
+            self._call("cuCtxSynchronize",
+                       kernel=launched[0] if len(launched) == 1 else (", ".join(launched) or None))
+        finally:
+            self._pending.clear()
+            self._launched.clear()
+
+    def unload_module(self, module: Any) -> None:
+        if not isinstance(module, CudaModule):
+            return
+        if module in self._modules:
+            self._modules.remove(module)
+        if module.generation == self._generation and module.handle is not None and self._opened and self._healthy:
+            self._ensure_current()
+            self._call("cuModuleUnload", module.handle)
+        module.handle = None
+        module.generation = -1
+        module.functions.clear()
+
+    # --- heap limit ------------------------------------------------------------------------------
+
+    def set_malloc_heap_limit(self, nbytes: int) -> int:
+        """``cuCtxSetLimit(CU_LIMIT_MALLOC_HEAP_SIZE, n)``, read back with ``cuCtxGetLimit``.
+
+        The driver may round the request up or refuse 0; whatever it reports is returned (and is
+        what DeviceInfo.heap_limit shows). The guarantee that tenant kernels get no heap does not
+        rest on this number: kernels that call malloc are refused at registration (uses_heap).
+        """
+        self._require_open()
+        limit = self.driver.CUlimit.CU_LIMIT_MALLOC_HEAP_SIZE
+        request = int(nbytes)
+        self.heap_limit_notes = []
+        try:
+            self._call("cuCtxSetLimit", limit, request)
+        except DeviceError as exc:
+            if request != 0:
+                raise
+            # The driver refuses 0: keep the smallest limit it accepts.
+            self.heap_limit_notes.append(f"cuCtxSetLimit(MALLOC_HEAP_SIZE, 0) failed: {exc.fields.get('status')}")
+            for candidate in (1, 4096, 65536, 1 << 20):
+                try:
+                    self._call("cuCtxSetLimit", limit, candidate)
+                except DeviceError:
+                    continue
+                self.heap_limit_notes.append(f"using the smallest accepted request, {candidate} bytes")
+                break
+        self.heap_limit_request = request
+        self.heap_limit = int(self._call("cuCtxGetLimit", limit))
+        if self.heap_limit != request:
+            self.heap_limit_notes.append(f"requested {request} bytes, the driver reports {self.heap_limit}")
+        return self.heap_limit
+
+    # --- recovery ---------------------------------------------------------------------------------
+
+    def reset(self) -> int:
+        """Destroy the context and make a new one: heap limit and pool again. Modules reload lazily
+        on next use. Returns the pool's base, which may have moved: the executor rebuilds its pool
+        on it."""
+        if not self._opened:
+            raise DeviceError("the CUDA device is not open", api="reset", status="not_open")
+        started = time.perf_counter()
+        pool_bytes = self.pool_bytes
+        self._pending.clear()
+        self._launched.clear()
+        self._generation += 1  # every module, kernel and per-thread current context is now stale
+        self._pool, self.base = None, 0
+        try:
+            if self.context_mode == "primary":
+                self._call("cuDevicePrimaryCtxReset", self._dev)
+                self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
+                self._retains += 1
+            else:
+                try:
+                    runtime.checked(self.driver, "cuCtxDestroy", self._ctx)
+                except PappusError:
+                    pass  # a context with a sticky error may refuse; a new one is made regardless
+                self._ctx = None
+                self._create_context()
+            self._healthy, self._fault = True, None
+            self._local.generation = None
+            self._ensure_current()
+            self.set_malloc_heap_limit(self.heap_limit_request)
+            if pool_bytes:
+                self._allocate_pool(pool_bytes)
+        except PappusError:
+            self._healthy = False
+            raise
+        self.resets += 1
+        self.last_reset_seconds = time.perf_counter() - started
+        return self.base
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def close(self) -> None:
+        if self._ctx is None and not self._opened:
+            return
+        try:
+            if self._healthy and self._ctx is not None:
+                try:
+                    self._ensure_current()
+                    for module in list(self._modules):
+                        try:
+                            self.unload_module(module)
+                        except PappusError:
+                            pass
+                    if self._pool is not None:
+                        runtime.checked(self.driver, "cuMemFree", self._pool)
+                except PappusError:
+                    pass
+        finally:
+            self._destroy_context()
+            self._pool, self.base, self._opened = None, 0, False
+            self._modules.clear()
+            self._pending.clear()
+
+
+def _bytes_view(data: Any) -> memoryview:
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def create_device(**options: Any) -> CudaDevice:
+    return CudaDevice(**options)

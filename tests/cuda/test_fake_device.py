@@ -1,0 +1,207 @@
+"""CudaDevice against a fake driver: the whole engine path (pool, interpreter, marshalling, faults,
+reset) without a GPU. The real-GPU versions of these checks are in test_device.py."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+from pappus.config import check_function_against_libraries, parse_function
+from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError
+from pappus.interfaces import LibraryImage
+from pappus.interpreter import run_invocation
+from pappus.plan import Launch, Plan
+from pappus.pool import BufferPool
+from pappus_cuda.cubin import read_library
+from pappus_cuda.device import CudaDevice
+
+from .fakecuda import CUresult, FakeDriver
+
+
+def image(data: bytes) -> LibraryImage:
+    return LibraryImage(hashlib.sha256(data).hexdigest(), data)
+
+
+def matmul_doc() -> dict:
+    return {
+        "schema": "pappus/function@1", "library": "m", "kernels": ["matmul_at_i64"],
+        "blueprint": {"inputs": ["A"], "buffers": {"B": {"Sizeof": "A"}}, "outputs": ["B"],
+                      "control_flow": [{"ExecKernel": {"name": "matmul_at_i64",
+                                                       "args": [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}],
+                                                       "grid": [8, 8, 1], "block": [16, 16, 1]}}]},
+    }
+
+
+@pytest.fixture
+def opened():
+    def make(**options):
+        fake = FakeDriver(**{k: options.pop(k) for k in list(options) if k in ("driver_version", "move_pool_after_reset",
+                                                                                 "min_heap", "devices")})
+        dev = CudaDevice(_driver=fake, **options)
+        info = dev.open()
+        return fake, dev, info
+    return make
+
+
+def test_open_reports_device_and_heap_limit(opened):
+    fake, dev, info = opened()
+    assert info.name == "Fake H100"
+    assert info.details["arch"] == "sm_90" and dev.arch == "sm_90"
+    assert info.heap_limit == 0 and dev.heap_limit == 0
+    assert info.limits.max_shared_bytes == 232448
+    assert info.free_memory == 64 << 30
+
+
+def test_heap_limit_minimum_is_reported_not_hidden(opened):
+    fake, dev, info = opened(min_heap=4096)
+    # 0 is refused: the smallest accepted request is kept and the read-back value reported
+    assert info.heap_limit == 4096
+    assert any("failed" in n for n in dev.heap_limit_notes)
+
+
+def test_old_driver_is_never_driven(opened):
+    with pytest.raises(BackendUnavailable, match="older than the CUDA 13.0"):
+        CudaDevice(_driver=FakeDriver(driver_version=12080)).open()
+
+
+def test_missing_device_index():
+    with pytest.raises(DeviceError, match="device 3 does not exist"):
+        CudaDevice(device_index=3, _driver=FakeDriver()).open()
+
+
+def test_reserve_clears_fresh_memory(opened):
+    fake, dev, _ = opened()
+    base = dev.reserve(1 << 16)
+    out = bytearray(1 << 16)
+    dev.read(base, memoryview(out))
+    assert out == bytes(1 << 16)  # the fake hands out 0xa5-filled memory
+
+
+def test_matmul_through_the_interpreter_matches_numpy(opened, code_objects):
+    data = code_objects.get("clean", "sm_90")
+    fake, dev, info = opened()
+    pool = BufferPool(dev, dev.reserve(1 << 20), 1 << 20, scrub_before_use=True)
+    lib = read_library(data, "sm_90")
+    cfg = parse_function(matmul_doc())
+    assert check_function_against_libraries(cfg, {"m": lib}) == []
+    handles = {"matmul_at_i64": dev.get_kernel(dev.load_module(image(data)), "matmul_at_i64")}
+    plan = Plan(cfg, {k: v.params for k, v in lib.kernels.items()}, device_limits=info.limits)
+    rng = np.random.default_rng(1)
+    for n in (16, 32):
+        a = rng.integers(-100, 100, size=(n, n), dtype=np.int64)
+        out = run_invocation(dev, pool, plan, {"A": a.tobytes()}, handles)
+        assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(n, n), a @ a.T)
+        assert pool.top == 0  # released (zeroed) after every invocation
+    # the pool is zero again after release
+    rest = bytearray(64 * 64)
+    dev.read(dev.base, memoryview(rest))
+    assert rest == bytes(len(rest))
+
+
+@pytest.mark.parametrize("mode", ["pointers", "buffer"])
+def test_scalar_and_struct_arguments_reach_the_kernel(opened, code_objects, mode):
+    fake, dev, _ = opened(launch_params=mode)
+    kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "scalars")
+    struct24 = struct.pack("<qdi4x", -5, 2.5, 7)
+    args = (struct.pack("<Q", 0xDEAD), struct.pack("<i", -3), struct.pack("<f", 1.5), struct.pack("<d", 0.25),
+            struct24, struct.pack("<b", -1))
+    dev.launch(Launch("scalars", kernel, (1, 1, 1), (1, 1, 1), 0, args))
+    dev.synchronize()
+    assert fake.scalars_seen == (0xDEAD, -3, 1.5, 0.25, struct24, -1)
+
+
+def test_wrong_argument_sizes_never_reach_the_driver(opened, code_objects):
+    fake, dev, _ = opened()
+    kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "matmul_at_i64")
+    with pytest.raises(DeviceError, match="argument 1 of kernel 'matmul_at_i64' is 4 bytes"):
+        dev.launch(Launch("matmul_at_i64", kernel, (1, 1, 1), (1, 1, 1), 0, (b"\0" * 8, b"\0" * 4, b"\0" * 8)))
+    with pytest.raises(DeviceError, match="takes 3 arguments"):
+        dev.launch(Launch("matmul_at_i64", kernel, (1, 1, 1), (1, 1, 1), 0, (b"\0" * 8,)))
+    assert fake.launches == []
+
+
+def test_module_load_validates_again_and_checks_the_hash(opened, code_objects):
+    fake, dev, _ = opened()
+    data = code_objects.get("clean", "sm_90")
+    with pytest.raises(LibraryError, match="sha256"):
+        dev.load_module(LibraryImage("0" * 64, data))
+    with pytest.raises(LibraryError, match="cannot run on sm_90"):
+        dev.load_module(image(code_objects.get("clean", "sm_80")[:0] + _sm80_only(code_objects)))
+
+
+def _sm80_only(code_objects) -> bytes:
+    # an sm_75 cubin (malloc kernel) cannot run on sm_90
+    return code_objects.get("malloc", "sm_75")
+
+
+def test_fatbin_loads_exactly_the_entry_for_this_gpu(opened, code_objects):
+    fake, dev, _ = opened()
+    module = dev.load_module(image(code_objects.get("clean", "sm_80", "sm_90", "compute_90")))
+    assert module.kind == "cubin" and module.info.target == "sm_90"
+    loaded = next(iter(fake.ctx.modules.values()))
+    assert read_library(loaded).target == "sm_90"  # the bytes given to the driver are the sm_90 cubin
+
+
+def test_fault_is_sticky_until_reset_then_recovers(opened, code_objects):
+    fake, dev, _ = opened()
+    base = dev.reserve(1 << 16)
+    pool = BufferPool(dev, base, 1 << 16, scrub_before_use=True)
+    pool.allocate(256)
+    module = dev.load_module(image(code_objects.get("fault", "sm_90")))
+    oob = dev.get_kernel(module, "oob_write")
+    fill = dev.get_kernel(module, "fill_u8")
+    dev.launch(Launch("oob_write", oob, (1, 1, 1), (1, 1, 1), 0,
+                      (struct.pack("<Q", base), struct.pack("<Q", 1 << 40), struct.pack("<q", 1))))
+    with pytest.raises(KernelFault) as info:
+        dev.synchronize()
+    assert info.value.fields["status"] == "CUDA_ERROR_ILLEGAL_ADDRESS"
+    assert info.value.fields["kernel"] == "oob_write"
+    assert "illegal_address" in info.value.fields["reasons"]
+    assert not dev.healthy
+    with pytest.raises(KernelFault, match="unusable"):  # the pool's release memset fails too, naming the cause
+        pool.release()
+    assert dev.reset() == base  # same pool address
+    assert dev.healthy and dev.resets == 1 and dev.last_reset_seconds is not None
+    assert "cuDevicePrimaryCtxReset" in fake.calls
+    # modules reload lazily; the kernel handle still works
+    dev.launch(Launch("fill_u8", fill, (1, 1, 1), (64, 1, 1), 0,
+                      (struct.pack("<Q", base), struct.pack("<Q", 64), b"\x07")))
+    dev.synchronize()
+    out = bytearray(64)
+    dev.read(base, memoryview(out))
+    assert out == b"\x07" * 64
+
+
+def test_reset_that_moves_the_pool_returns_the_new_base(opened, code_objects):
+    fake, dev, _ = opened(move_pool_after_reset=True)
+    old = dev.reserve(1 << 16)
+    new = dev.reset()  # the executor rebuilds its BufferPool on this base
+    assert new == dev.base != old
+    assert dev.healthy
+
+
+def test_own_context_mode(opened):
+    fake, dev, info = opened(context="own")
+    assert info.details["context"] == "own"
+    dev.reserve(4096)
+    assert dev.reset() == dev.base
+
+
+def test_large_dynamic_shared_memory_opts_in(opened, code_objects):
+    fake, dev, _ = opened()
+    calls = []
+    fake.cuFuncSetAttribute = lambda fn, attr, value: (calls.append((attr, value)) or (CUresult.CUDA_SUCCESS,))
+    kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "noop")
+    dev.launch(Launch("noop", kernel, (1, 1, 1), (1, 1, 1), 100_000, ()))
+    dev.launch(Launch("noop", kernel, (1, 1, 1), (1, 1, 1), 1000, ()))
+    assert calls == [(8, 100_000)]
+
+
+def test_close_releases_everything(opened):
+    fake, dev, _ = opened()
+    dev.reserve(4096)
+    dev.close()
+    with pytest.raises(DeviceError, match="not open"):
+        dev.memset(0, 0, 1)
