@@ -10,8 +10,16 @@ Layout (``$PAPPUS_HOME``, default ``~/.local/share/pappus``)::
 
 Every write is write-to-temp, fsync, rename, fsync-directory, under the lock, so a registration
 killed at any point leaves the old state or the new one, never half of one, and two processes
-sharing the directory do not lose each other's writes. A function records the sha256 of each
-library it was validated against: replacing a library never silently changes a function.
+sharing the directory do not lose each other's writes. A temporary file left by a writer that
+was killed is never read as a record (records are the non-hidden ``*.json`` files) and is swept
+when a registry is next opened. A function records the sha256 of each library it was validated
+against: replacing a library never silently changes a function.
+
+Namespaces: every record lives under its tenant's folder, so a name resolves only in the
+caller's namespace. Blobs are shared by content, and storing one does the same work whether or
+not it existed, so sharing reveals nothing (see ``put_blob``). Blobs are not deleted when the
+last record naming them goes (another tenant's record may name them; deciding that would
+reveal it); ``pappus gc`` style collection is an offline, operator-side job.
 """
 
 from __future__ import annotations
@@ -30,10 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from .config.parser import library_name_problem
-from .errors import FieldError, LibraryError, NotFound, ValidationError
+from .errors import FieldError, LibraryError, NotFound, QuotaExceeded, ValidationError
 
 FORMAT_VERSION = 1
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+_TMP_PREFIX = ".tmp-"
+_SINGULAR = {"libraries": "library", "functions": "function"}
+#: blob temporaries are written outside the lock: only ones older than this are swept
+_STALE_BLOB_TMP_S = 3600.0
 
 
 def default_state_dir() -> Path:
@@ -88,6 +100,27 @@ class Registry:
             with self.locked():
                 if not version.exists():
                     self._atomic_write(version, f"{FORMAT_VERSION}\n".encode())
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove temporaries of writers that were killed mid-write. Record temporaries only
+        exist while their writer holds the lock, so under the lock every one is stale; blob
+        temporaries are written without the lock, so only old ones are removed."""
+        try:
+            with self.locked():
+                for path in self.tenants.glob(f"*/*/{_TMP_PREFIX}*"):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                for path in self.root.glob(f"{_TMP_PREFIX}*"):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+            cutoff = time.time() - _STALE_BLOB_TMP_S
+            for path in self.blobs.glob(f"*/{_TMP_PREFIX}*"):
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+        except OSError:  # a read-only state directory can still be read
+            pass
 
     # --- locking and atomic files ----------------------------------------------------------
 
@@ -103,7 +136,7 @@ class Registry:
 
     def _atomic_write(self, path: Path, data: bytes, mode: int = 0o600) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=path.suffix)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -146,7 +179,7 @@ class Registry:
 
     def _record_path(self, tenant: str, kind: str, name: str) -> Path:
         _check_name("tenant", tenant)
-        _check_name(kind[:-1], name)
+        _check_name(_SINGULAR[kind], name)
         return self.tenants / tenant / kind / f"{name}.json"
 
     def _read_record(self, path: Path) -> dict[str, Any] | None:
@@ -158,13 +191,32 @@ class Registry:
             raise LibraryError(f"registry record {path.name} is unreadable: {exc}") from None
 
     def put_library(self, tenant: str, name: str, sha256: str, size: int, backend: str, fmt: str,
-                    kernels: list[str]) -> LibraryRecord:
+                    kernels: list[str], *, max_count: int | None = None) -> LibraryRecord:
+        """Store a library record. ``max_count``: the tenant's library quota, checked under the
+        lock (replacing an existing name does not count)."""
         rec = LibraryRecord(name, tenant, sha256, size, backend, fmt, sorted(kernels), time.time())
         path = self._record_path(tenant, "libraries", name)
         with self.locked():
+            self._check_count(tenant, "libraries", path, max_count)
             self._atomic_write(path, json.dumps(asdict(rec), sort_keys=True).encode())
             self.audit(tenant, "register", "library", name, sha256)
         return rec
+
+    def _check_count(self, tenant: str, kind: str, path: Path, max_count: int | None) -> None:
+        if max_count is not None and not path.exists() and self.count(tenant, kind) >= max_count:
+            raise QuotaExceeded(kind, max_count, tenant, retry_after=60.0)
+
+    def count(self, tenant: str, kind: str) -> int:
+        """How many libraries / functions ``tenant`` has (``kind``: "libraries" or "functions")."""
+        _check_name("tenant", tenant)
+        try:
+            with os.scandir(self.tenants / tenant / kind) as it:
+                return sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+        except FileNotFoundError:
+            return 0
+
+    def exists(self, tenant: str, kind: str, name: str) -> bool:
+        return self._record_path(tenant, kind, name).exists()
 
     def get_library(self, tenant: str, name: str) -> LibraryRecord:
         doc = self._read_record(self._record_path(tenant, "libraries", name))
@@ -176,12 +228,14 @@ class Registry:
         return [LibraryRecord(**d) for d in self._list(tenant, "libraries")]
 
     def put_function(self, tenant: str, name: str, config: dict[str, Any], libraries: dict[str, str],
-                     engine: str, source_format: str = "pappus", notes: list[str] | None = None) -> FunctionRecord:
+                     engine: str, source_format: str = "pappus", notes: list[str] | None = None, *,
+                     max_count: int | None = None) -> FunctionRecord:
         rec = FunctionRecord(name, tenant, config, dict(libraries), engine, time.time(), source_format,
                              list(notes or []))
         path = self._record_path(tenant, "functions", name)
         body = json.dumps(asdict(rec), sort_keys=True).encode()
         with self.locked():
+            self._check_count(tenant, "functions", path, max_count)
             self._atomic_write(path, body)
             self.audit(tenant, "register", "function", name, hashlib.sha256(body).hexdigest())
         return rec
@@ -204,21 +258,52 @@ class Registry:
         return [FunctionRecord(**d) for d in self._list(tenant, "functions")]
 
     def remove(self, tenant: str, kind: str, name: str) -> None:
+        """Remove a record (``kind``: "libraries" or "functions"); audited with its hash."""
+        if kind not in ("libraries", "functions"):
+            raise ValueError(f"unknown kind {kind!r}")
         path = self._record_path(tenant, kind, name)
         with self.locked():
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                raise NotFound(kind[:-1], name) from None
-            _fsync_dir(path.parent)
-            self.audit(tenant, "remove", kind[:-1], name, None)
+            self._remove_locked(tenant, kind, name, path)
+
+    def _remove_locked(self, tenant: str, kind: str, name: str, path: Path) -> None:
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(_SINGULAR[kind], name) from None
+        sha = None
+        if kind == "libraries":
+            with contextlib.suppress(ValueError, AttributeError):
+                sha = json.loads(body).get("sha256")
+        else:
+            sha = hashlib.sha256(body).hexdigest()
+        path.unlink()
+        _fsync_dir(path.parent)
+        self.audit(tenant, "remove", _SINGULAR[kind], name, sha)
+
+    def purge_tenant_locked(self, tenant: str) -> list[str]:
+        """Remove every record of ``tenant`` (caller holds the lock); returns ``kind/name``s."""
+        _check_name("tenant", tenant)
+        removed = []
+        for kind in ("functions", "libraries"):
+            folder = self.tenants / tenant / kind
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith(".") or not path.name.endswith(".json"):
+                    continue
+                name = path.name[:-5]
+                with contextlib.suppress(NotFound):
+                    self._remove_locked(tenant, kind, name, path)
+                    removed.append(f"{_SINGULAR[kind]}/{name}")
+        return removed
 
     def _list(self, tenant: str, kind: str) -> list[dict[str, Any]]:
         _check_name("tenant", tenant)
         folder = self.tenants / tenant / kind
         out = []
         if folder.is_dir():
-            for path in sorted(folder.glob("*.json")):
+            # Hidden files are temporaries of writers (possibly killed mid-write), never records.
+            for path in sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")):
                 doc = self._read_record(path)
                 if doc is not None:
                     out.append(doc)

@@ -79,7 +79,8 @@ class Runtime:
                                            pool_bytes=pool_bytes, device_options=dict(device_options or {}))
         self._engine_options = dict(engine_options or {})
         self.dispatcher = Dispatcher(self.plugins, self._options_for)
-        self._infos: dict[tuple[str, str], LibraryInfo] = {}
+        # Per tenant: a warm entry must not tell one tenant that another registered the same bytes.
+        self._infos: dict[tuple[str, str, str], LibraryInfo] = {}
         self._specs: dict[tuple[str, str], tuple[Any, FunctionSpec]] = {}
         self._lock = threading.Lock()
         # Admitted, unsettled invocations per tenant, and per (engine, tenant) for metrics.
@@ -102,7 +103,7 @@ class Runtime:
     def _tenants_changed(self, store: TenantStore) -> None:
         """New scheduling weights reach engines that are already running."""
         weights = store.weights()
-        for name, engine in list(self.dispatcher.engines.items()) if hasattr(self, "dispatcher") else ():
+        for name, engine in list(self.dispatcher.engines.items()):
             if not self._engine_options.get(name) or not self._engine_options[name].tenant_weights:
                 engine.queue.weights = dict(weights)
 
@@ -126,7 +127,7 @@ class Runtime:
         be = self.plugins.backend(backend) if backend else self.backend
         info = be.driver.inspect_library(data)
         sha, _ = self.registry.put_blob(data)
-        self._infos[(be.name, sha)] = info
+        self._infos[(tenant, be.name, sha)] = info
         record = self.registry.put_library(tenant, name, sha, len(data), be.name, info.format, list(info.kernels),
                                            max_count=quotas.libraries)
         self.plugins.notify("pappus_library_registered", name=name, tenant=tenant, sha256=sha, size=len(data),
@@ -162,7 +163,7 @@ class Runtime:
         return data
 
     def library_info(self, backend: Backend, record: LibraryRecord) -> LibraryInfo:
-        key = (backend.name, record.sha256)
+        key = (record.tenant, backend.name, record.sha256)
         info = self._infos.get(key)
         if info is None:
             info = backend.driver.inspect_library(self.registry.read_blob(record.sha256))
@@ -302,22 +303,14 @@ class Runtime:
         spec = self.function_spec(name, tenant)
         if deadline is not None and not deadline > 0:
             raise ValidationError(FieldError("deadline", "must be a positive number of seconds"), what="request")
-        quotas = self.tenants.quotas(tenant)
         invocation = Invocation(spec, inputs, deadline or spec.deadline, tenant)
         chosen = self.dispatcher.choose(engine or spec.engine, invocation)
+        queued = self.tenants.quotas(tenant).queued_invocations
+        if queued is not None and chosen.queue.depth(tenant) >= queued:  # early; exact in the queue
+            raise quota_error(tenant, "queued_invocations", queued, retry_after=1.0)
         if invocation.resolution is None:  # sizes and bounds: checked before anything is queued
             invocation.resolution = chosen.plan_for(spec).resolve(inputs)
-        limit = quotas.pool_bytes_per_invocation
-        if limit is not None and invocation.resolution.top > limit:
-            raise quota_error(tenant, "pool_bytes_per_invocation", limit)
-        key = (chosen.name, tenant)
-        limit = quotas.concurrent_invocations
-        with self._active_lock:
-            active = self._active.get(tenant, 0)
-            if limit is not None and active >= limit:
-                raise quota_error(tenant, "concurrent_invocations", limit, retry_after=1.0)
-            self._active[tenant] = active + 1
-            self._active_by_engine[key] = self._active_by_engine.get(key, 0) + 1
+        key = self._admit(tenant, chosen.name, invocation.resolution.top)
         try:
             future = chosen.submit(invocation)
         except BaseException:
@@ -325,6 +318,23 @@ class Runtime:
             raise
         future.add_done_callback(lambda _f: self._settled(key))
         return future
+
+    def _admit(self, tenant: str, engine: str, pool_bytes: int) -> tuple[str, str]:
+        """The tenant's admission quotas (pool bytes, concurrent invocations); counts the
+        invocation in. The queued-invocations quota is the engine queue's, at ``submit``."""
+        quotas = self.tenants.quotas(tenant)
+        limit = quotas.pool_bytes_per_invocation
+        if limit is not None and pool_bytes > limit:
+            raise quota_error(tenant, "pool_bytes_per_invocation", limit)
+        key = (engine, tenant)
+        limit = quotas.concurrent_invocations
+        with self._active_lock:
+            active = self._active.get(tenant, 0)
+            if limit is not None and active >= limit:
+                raise quota_error(tenant, "concurrent_invocations", limit, retry_after=1.0)
+            self._active[tenant] = active + 1
+            self._active_by_engine[key] = self._active_by_engine.get(key, 0) + 1
+        return key
 
     def _settled(self, key: tuple[str, str]) -> None:
         with self._active_lock:

@@ -1,0 +1,77 @@
+"""``pappus serve``: the HTTP API (registry, invocations, health, metrics) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from typing import Any
+
+from ..errors import BackendUnavailable, PappusError
+from .tenant_cmd import quota_pairs
+
+EPILOG = """\
+examples:
+  pappus tenant add alice                        # prints alice's token (last line)
+  pappus serve --engine cpu-multiprocess --workers 2 --port 8080
+  pappus serve --config serve.toml               # same names as the flags, plus [quotas]
+  pappus serve --no-auth                         # local development: loopback only
+
+  curl -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @matmul.so \\
+       http://127.0.0.1:8080/v1/libraries/matmul
+
+SIGTERM / SIGINT: stop accepting, drain in-flight invocations (--drain-timeout), close.
+"""
+
+
+def add_parser(sub: Any, formatter: Any) -> None:
+    p = sub.add_parser("serve", formatter_class=formatter, help="serve the HTTP API",
+                       description="Serve the registry and invocations over HTTP (DESIGN.md, 'Public "
+                                   "contract'). Every request but GET /v1/health needs a tenant's bearer token.",
+                       epilog=EPILOG)
+    p.add_argument("--config", metavar="FILE", help="settings file (.toml or .json); flags win over it")
+    p.add_argument("--engine", metavar="ENGINE", help="engine, <backend>-<kind> (default: cpu-sequential)")
+    p.add_argument("--workers", type=int, metavar="N", help="workers of a multiprocess engine (default: 2)")
+    p.add_argument("--host", metavar="ADDR", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="PORT", help="port (default: 8080; 0 picks a free one)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="registry and tenants (default: $PAPPUS_HOME or ~/.local/share/pappus)")
+    p.add_argument("--no-auth", action="store_true", default=None,
+                   help="no tokens: every caller is tenant 'default' (refused unless bound to loopback)")
+    p.add_argument("--max-body-bytes", type=int, metavar="BYTES",
+                   help="largest request body; larger ones get 413 (default: 64 MiB)")
+    p.add_argument("--queue-size", type=int, metavar="N", help="engine queue bound (default: 1024)")
+    p.add_argument("--pool-bytes", type=int, metavar="BYTES", help="device pool per engine / worker")
+    p.add_argument("--heap-limit", type=int, metavar="BYTES", help="device malloc heap (default: 0)")
+    p.add_argument("--deadline", type=float, metavar="SECONDS", help="default invocation deadline")
+    p.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                   help="on shutdown, how long in-flight invocations may finish (default: 30)")
+    p.add_argument("--quota", action="append", metavar="NAME=VALUE",
+                   help="serving default of a quota (under the state directory's own); repeatable")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    missing = [m for m in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PappusError(f"pappus serve needs {', '.join(missing)}: pip install 'pappus[serve]'")
+    from ..serve import run
+    from ..serve.settings import load_config_file, make_settings
+
+    quotas = None
+    if args.quota:
+        quotas = dict(load_config_file(args.config).get("quotas", {})) if args.config else {}
+        quotas.update(quota_pairs(args.quota))
+    settings = make_settings(args.config, engine=args.engine, workers=args.workers, host=args.host,
+                             port=args.port, state_dir=args.state_dir, no_auth=args.no_auth,
+                             max_body_bytes=args.max_body_bytes, queue_size=args.queue_size,
+                             pool_bytes=args.pool_bytes, heap_limit=args.heap_limit, deadline=args.deadline,
+                             drain_timeout=args.drain_timeout, log_level=args.log_level,
+                             access_log=args.access_log, quotas=quotas)
+    try:
+        return int(run(settings))
+    except BackendUnavailable:
+        raise
+    except OSError as exc:
+        raise PappusError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None

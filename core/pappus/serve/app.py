@@ -1,0 +1,345 @@
+"""The HTTP API (DESIGN.md, "Public contract") as a starlette app over a ``pappus.Runtime``.
+
+    PUT    /v1/libraries/{name}          body: the code object bytes
+    GET    /v1/libraries                 the caller's libraries
+    GET    /v1/libraries/{name}
+    DELETE /v1/libraries/{name}
+    PUT    /v1/functions/{name}          body: config JSON (?format=dandelion to import one)
+    GET    /v1/functions                 the caller's functions
+    GET    /v1/functions/{name}
+    DELETE /v1/functions/{name}
+    POST   /v1/functions/{name}/invoke   {"inputs": {"A": "<base64>"}, "deadline": 2.0}
+                                         -> {"outputs": {"B": "<base64>"}}
+    GET    /v1/health                    no authentication
+    GET    /metrics                      Prometheus; operator tenants only (any caller with --no-auth)
+
+Every error is a ``PappusError`` answered with its ``http_status`` and ``to_dict()`` body
+(validation errors list every ``{"path", "message"}``); 429 and 503 carry ``Retry-After``.
+Names resolve in the caller's namespace only: another tenant's object is answered exactly as
+one that does not exist. Registration, parsing, base64 and invocation all run off the event
+loop (a thread for the blocking parts; invocations are awaited as the runtime's futures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..config.parser import library_name_problem
+from ..errors import FieldError, Forbidden, PappusError, QuotaExceeded, Unauthorized, ValidationError
+from ..registry import FunctionRecord, LibraryRecord
+from .auth import Authenticator
+from .limits import read_body
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+
+log = logging.getLogger("pappus.serve")
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+_INVOKE_FIELDS = ("inputs", "deadline")
+
+
+class Api:
+    """State shared by the handlers of one app."""
+
+    def __init__(self, runtime: Any, settings: ServeSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.auth = Authenticator(runtime.tenants, no_auth=settings.no_auth,
+                                  failure_rate=settings.auth_failure_rate,
+                                  failure_burst=settings.auth_failure_burst)
+        self.metrics = ServeMetrics(runtime)
+        self.draining = False
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def endpoint(self, route: str, fn: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            tenant = ""
+            try:
+                if auth:
+                    client = request.client.host if request.client else "unknown"
+                    tenant = self.auth.tenant_of(request.headers.get("authorization"), client)
+                response = await fn(request, tenant)
+            except PappusError as exc:
+                response = self.error_response(exc, tenant)
+            except Exception:  # never a traceback to the caller
+                log.exception("internal error on %s %s", request.method, route)
+                response = JSONResponse({"error": "internal_error", "message": "internal error"}, status_code=500)
+            self.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+            return response
+
+        return handle
+
+    def error_response(self, exc: PappusError, tenant: str = "") -> Response:
+        if isinstance(exc, QuotaExceeded):
+            self.metrics.rejections.labels(exc.fields.get("tenant") or tenant or "-", exc.fields.get("quota", "?")).inc()
+        elif isinstance(exc, Unauthorized):
+            self.metrics.auth_failures.inc()
+        body = _json_safe(exc.to_dict())
+        headers = {}
+        retry = exc.fields.get("retry_after")
+        if isinstance(retry, (int, float)) and math.isfinite(retry) and exc.http_status in (429, 503):
+            headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        elif exc.http_status in (429, 503):
+            headers["Retry-After"] = "1"
+        if exc.http_status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="pappus"'
+        return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+    async def body(self, request: Request) -> bytes:
+        return await read_body(request, self.settings.max_body_bytes)
+
+    # --- health and metrics ----------------------------------------------------------------
+
+    async def health(self, request: Request, tenant: str) -> Response:
+        engines = {name: engine.healthy for name, engine in list(self.runtime.dispatcher.engines.items())}
+        ok = not self.draining and all(engines.values())
+        status = "draining" if self.draining else "ok" if ok else "degraded"
+        return JSONResponse({"status": status, "engines": {k: "healthy" if v else "unhealthy"
+                                                           for k, v in engines.items()}},
+                            status_code=200 if ok else 503)
+
+    async def metrics_endpoint(self, request: Request, tenant: str) -> Response:
+        if not self.settings.no_auth and not self.runtime.tenants.is_operator(tenant):
+            raise Forbidden("metrics are for operator tenants ('pappus tenant set NAME --operator')")
+        data = await run_in_threadpool(self.metrics.render)
+        return Response(data, media_type=self.metrics.content_type)
+
+    # --- libraries -------------------------------------------------------------------------
+
+    async def put_library(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        data = await self.body(request)
+        existed, rec = await run_in_threadpool(self._register_library, tenant, name, data)
+        return JSONResponse(_library(rec), status_code=200 if existed else 201)
+
+    def _register_library(self, tenant: str, name: str, data: bytes) -> tuple[bool, LibraryRecord]:
+        existed = self.runtime.registry.exists(tenant, "libraries", name)
+        return existed, self.runtime.register_library(name, data, tenant=tenant)
+
+    async def list_libraries(self, request: Request, tenant: str) -> Response:
+        recs = await run_in_threadpool(self.runtime.list_libraries, tenant=tenant)
+        return JSONResponse({"libraries": [_library(r) for r in recs]})
+
+    async def get_library(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        rec = await run_in_threadpool(self.runtime.registry.get_library, tenant, name)
+        return JSONResponse(_library(rec))
+
+    async def delete_library(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        await run_in_threadpool(lambda: self.runtime.remove_library(name, tenant=tenant))
+        return Response(status_code=204)
+
+    # --- functions -------------------------------------------------------------------------
+
+    async def put_function(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        fmt = request.query_params.get("format", "pappus")
+        if fmt not in ("pappus", "dandelion"):
+            raise ValidationError(FieldError("format", f"unknown config format {fmt[:40]!r} (pappus, dandelion)"),
+                                  what="request")
+        data = await self.body(request)
+        existed, rec = await run_in_threadpool(self._register_function, tenant, name, data, fmt)
+        return JSONResponse(_function(rec, full=False), status_code=200 if existed else 201)
+
+    def _register_function(self, tenant: str, name: str, data: bytes, fmt: str) -> tuple[bool, FunctionRecord]:
+        existed = self.runtime.registry.exists(tenant, "functions", name)
+        return existed, self.runtime.register_function(name, data, tenant=tenant, format=fmt)
+
+    async def list_functions(self, request: Request, tenant: str) -> Response:
+        recs = await run_in_threadpool(self.runtime.list_functions, tenant=tenant)
+        return JSONResponse({"functions": [_function(r, full=False) for r in recs]})
+
+    async def get_function(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        rec = await run_in_threadpool(self.runtime.registry.get_function, tenant, name)
+        return JSONResponse(_function(rec, full=True))
+
+    async def delete_function(self, request: Request, tenant: str) -> Response:
+        name = _name(request)
+        await run_in_threadpool(lambda: self.runtime.remove_function(name, tenant=tenant))
+        return Response(status_code=204)
+
+    # --- invocation ------------------------------------------------------------------------
+
+    async def invoke(self, request: Request, tenant: str) -> Response:
+        t0 = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            name = _name(request)
+            data = await self.body(request)
+            future = await run_in_threadpool(self._submit, tenant, name, data)
+            outputs = await asyncio.wrap_future(future)
+            body = await run_in_threadpool(_encode_outputs, outputs)
+            outcome = "ok"
+            self.metrics.latency.labels(tenant).observe(time.perf_counter() - t0)
+            return Response(body, media_type="application/json")
+        except PappusError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.invocations.labels(tenant, outcome).inc()
+
+    def _submit(self, tenant: str, name: str, data: bytes) -> Any:
+        inputs, deadline = parse_invoke_body(data)
+        return self.runtime.invoke_async(name, inputs, tenant=tenant, deadline=deadline)
+
+
+# --- request and response bodies -----------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_invoke_body(data: bytes) -> tuple[dict[str, bytes], float | None]:
+    """``{"inputs": {"A": "<base64>"}, "deadline": 2.0}`` -> (inputs, deadline); every problem
+    is reported at once, each naming its field."""
+    try:
+        doc = json.loads(data, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ValidationError(FieldError("body", f"is not UTF-8 JSON: {exc.reason}"), what="request") from None
+    except json.JSONDecodeError as exc:
+        raise ValidationError(FieldError("body", f"is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                                         f"{exc.colno}"), what="request") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(FieldError("body", f"is not valid JSON: {exc}"), what="request") from None
+    if not isinstance(doc, dict):
+        raise ValidationError(FieldError("body", "must be a JSON object {\"inputs\": {...}}"), what="request")
+    errors: list[FieldError] = []
+    for key in doc:
+        if key not in _INVOKE_FIELDS:
+            errors.append(FieldError(str(key)[:80], "unknown field (expected: inputs, deadline)"))
+    inputs: dict[str, bytes] = {}
+    raw = doc.get("inputs")
+    if "inputs" not in doc:
+        errors.append(FieldError("inputs", "is required (an object of input name -> base64 string)"))
+    elif not isinstance(raw, dict):
+        errors.append(FieldError("inputs", "must be an object of input name -> base64 string"))
+    else:
+        for key, value in raw.items():
+            path = f"inputs.{key[:80]}"
+            if not isinstance(value, str):
+                errors.append(FieldError(path, f"must be a base64 string, not {_typename(value)}"))
+                continue
+            try:
+                inputs[key] = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                errors.append(FieldError(path, f"is not valid base64: {exc}"))
+    deadline = doc.get("deadline")
+    if deadline is not None:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
+            errors.append(FieldError("deadline", f"must be a number of seconds, not {_typename(deadline)}"))
+            deadline = None
+        elif deadline <= 0:
+            errors.append(FieldError("deadline", "must be a positive number of seconds"))
+    if errors:
+        raise ValidationError(errors, what="request")
+    return inputs, (float(deadline) if deadline is not None else None)
+
+
+def _encode_outputs(outputs: dict[str, bytes]) -> bytes:
+    return json.dumps({"outputs": {k: base64.b64encode(v).decode("ascii") for k, v in outputs.items()}}).encode()
+
+
+def _typename(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _name(request: Request) -> str:
+    name = request.path_params["name"]
+    problem = library_name_problem(name)
+    if problem:
+        raise ValidationError(FieldError("name", f"{name[:80]!r} {problem}"), what="request")
+    return str(name)
+
+
+def _library(rec: LibraryRecord) -> dict[str, Any]:
+    return {"name": rec.name, "sha256": rec.sha256, "size": rec.size, "backend": rec.backend,
+            "format": rec.format, "kernels": list(rec.kernels), "registered_at": rec.registered_at}
+
+
+def _function(rec: FunctionRecord, full: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": rec.name, "engine": rec.engine, "libraries": dict(rec.libraries),
+                           "registered_at": rec.registered_at, "source_format": rec.source_format}
+    if full:
+        out["config"] = rec.config
+        out["notes"] = list(rec.notes)
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def create_app(runtime: Any, settings: ServeSettings | None = None, *, close_runtime: bool = True,
+               start_engine: bool = True) -> Starlette:
+    """The ASGI app. ``close_runtime``: close the runtime (draining) when the app shuts down;
+    ``start_engine``: start the default engine at start-up, so the first request is not slow
+    and a backend that cannot start fails the server, not a request."""
+    settings = settings or ServeSettings()
+    api = Api(runtime, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if start_engine:
+            await run_in_threadpool(runtime.engine)
+        try:
+            yield
+        finally:
+            api.draining = True
+            if close_runtime:
+                await run_in_threadpool(lambda: runtime.close(drain=True, timeout=settings.drain_timeout))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    e = api.endpoint
+    routes = [
+        Route("/v1/health", e("/v1/health", api.health, auth=False), methods=["GET"]),
+        Route("/metrics", e("/metrics", api.metrics_endpoint), methods=["GET"]),
+        Route("/v1/libraries", e("/v1/libraries", api.list_libraries), methods=["GET"]),
+        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.put_library), methods=["PUT"]),
+        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.get_library), methods=["GET"]),
+        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.delete_library), methods=["DELETE"]),
+        Route("/v1/functions", e("/v1/functions", api.list_functions), methods=["GET"]),
+        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.put_function), methods=["PUT"]),
+        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.get_function), methods=["GET"]),
+        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.delete_function), methods=["DELETE"]),
+        Route("/v1/functions/{name}/invoke", e("/v1/functions/{name}/invoke", api.invoke), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.api = api
+    return app

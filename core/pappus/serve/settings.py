@@ -1,0 +1,150 @@
+"""Settings of ``pappus serve``: defaults, a config file (TOML or JSON), command-line flags.
+
+A config file holds the same names as the flags (``engine = "cpu-multiprocess"``,
+``workers = 4``, ``max_body_bytes = 67108864`` ...) and an optional ``[quotas]`` table of
+serving defaults for quotas. Flags given on the command line win over the file. Every wrong
+key or value is reported at once, by name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import FieldError, ValidationError
+from ..tenants import BUILTIN_QUOTAS, Quotas, parse_quotas
+
+#: Serving defaults, under the state directory's own defaults: one tenant cannot take more
+#: than an eighth of an engine's default queue (1024) nor hold more than 256 invocations.
+SERVE_QUOTAS: Quotas = replace(BUILTIN_QUOTAS, concurrent_invocations=256, queued_invocations=128)
+
+
+@dataclass
+class ServeSettings:
+    engine: str = "cpu-sequential"
+    workers: int = 2
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: str | None = None
+    no_auth: bool = False
+    max_body_bytes: int = 64 * 1024 * 1024
+    queue_size: int = 1024
+    pool_bytes: int | None = None
+    heap_limit: int = 0
+    deadline: float | None = None
+    drain_timeout: float = 30.0
+    #: failed authentications a client address may make: refill rate per second and burst
+    auth_failure_rate: float = 1.0
+    auth_failure_burst: int = 20
+    log_level: str = "info"
+    access_log: bool = False
+    #: serving defaults of quotas (under the state directory's defaults and overrides)
+    quotas: dict[str, Any] = field(default_factory=dict)
+
+    def base_quotas(self) -> Quotas:
+        values: dict[str, Any] = parse_quotas(self.quotas, path="quotas")
+        return replace(SERVE_QUOTAS, **values)
+
+    def check(self) -> ServeSettings:
+        errors: list[FieldError] = []
+
+        def need(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                errors.append(FieldError(name, message))
+
+        need(isinstance(self.engine, str) and bool(self.engine), "engine", "must name an engine, <backend>-<kind>")
+        need(_int(self.workers) and self.workers >= 1, "workers", "must be a whole number >= 1")
+        need(isinstance(self.host, str) and bool(self.host), "host", "must be a host name or address")
+        need(_int(self.port) and 0 <= self.port <= 65535, "port", "must be a port number (0-65535)")
+        need(_int(self.max_body_bytes) and self.max_body_bytes >= 1024, "max_body_bytes",
+             "must be a whole number of bytes >= 1024")
+        need(_int(self.queue_size) and self.queue_size >= 1, "queue_size", "must be a whole number >= 1")
+        need(self.pool_bytes is None or (_int(self.pool_bytes) and self.pool_bytes > 0), "pool_bytes",
+             "must be a positive whole number of bytes")
+        need(_int(self.heap_limit) and self.heap_limit >= 0, "heap_limit", "must be a whole number of bytes >= 0")
+        need(self.deadline is None or (_num(self.deadline) and self.deadline > 0), "deadline",
+             "must be a positive number of seconds")
+        need(_num(self.drain_timeout) and self.drain_timeout >= 0, "drain_timeout",
+             "must be a number of seconds >= 0")
+        need(_num(self.auth_failure_rate) and self.auth_failure_rate >= 0, "auth_failure_rate",
+             "must be a number >= 0")
+        need(_int(self.auth_failure_burst) and self.auth_failure_burst >= 1, "auth_failure_burst",
+             "must be a whole number >= 1")
+        need(isinstance(self.no_auth, bool), "no_auth", "must be true or false")
+        need(isinstance(self.quotas, dict), "quotas", "must be a table of quota = value")
+        if isinstance(self.quotas, dict):
+            try:
+                parse_quotas(self.quotas, path="quotas")
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise ValidationError(errors, what="serve settings")
+        return self
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+FIELD_NAMES = {f.name for f in fields(ServeSettings)}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a serve config (``.toml`` or ``.json``) into a dict of settings (names checked)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ValidationError(FieldError("config", f"cannot read {str(p)!r}: {exc.strerror}"),
+                              what="serve settings") from None
+    try:
+        if p.suffix == ".json":
+            doc = json.loads(raw)
+        else:
+            doc = _toml().loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(FieldError("config", f"{p.name} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}"),
+                              what="serve settings") from None
+    if not isinstance(doc, dict):
+        raise ValidationError(FieldError("config", "must be a table of settings"), what="serve settings")
+    doc = dict(doc.get("serve", doc)) if isinstance(doc.get("serve"), dict) else dict(doc)
+    out: dict[str, Any] = {}
+    errors = []
+    for key, value in doc.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            errors.append(FieldError(key, f"unknown setting (known: {', '.join(sorted(FIELD_NAMES))})"))
+            continue
+        out[name] = value
+    if errors:
+        raise ValidationError(errors, what="serve settings")
+    return out
+
+
+def _toml() -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:  # Python 3.10: the tomli backport, if installed
+        try:
+            return importlib.import_module("tomli")
+        except ModuleNotFoundError:
+            raise ValidationError(FieldError("config", "TOML needs Python 3.11 or 'pip install tomli'; "
+                                             "or write the config as .json"), what="serve settings") from None
+
+
+def make_settings(config: str | Path | None = None, **overrides: Any) -> ServeSettings:
+    """Settings from defaults, then the config file, then ``overrides`` that are not None."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        values.update(load_config_file(config))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ServeSettings(**values).check()

@@ -1,0 +1,145 @@
+"""Quotas through the Python API: QuotaExceeded at exactly the configured limit, checked before
+any work is queued; namespaces; fair-scheduling weights reach the engines."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import pappus
+from pappus.errors import NotFound, QuotaExceeded, ValidationError
+from pappus.tenants import TenantStore
+
+from ..core.helpers import HOST_LIB, fill_config, matmul_config, sleep_config
+
+
+def runtime(tmp_path, engine="host-sequential", **quotas):
+    store = TenantStore(tmp_path)
+    if "alice" not in store:
+        store.add("alice", quotas=quotas)
+    else:
+        store.update("alice", quotas=quotas)
+    return pappus.Runtime(engine=engine, state_dir=tmp_path, pool_bytes=1 << 20)
+
+
+def test_library_and_function_counts_at_exactly_the_limit(tmp_path):
+    with runtime(tmp_path, libraries=2, functions=2) as rt:
+        rt.register_library("l1", HOST_LIB, tenant="alice")
+        rt.register_library("l2", HOST_LIB, tenant="alice")
+        with pytest.raises(QuotaExceeded) as info:
+            rt.register_library("l3", HOST_LIB, tenant="alice")
+        assert (info.value.quota, info.value.limit, info.value.tenant) == ("libraries", 2, "alice")
+        assert info.value.http_status == 429 and info.value.retry_after > 0
+        rt.register_library("l2", HOST_LIB, tenant="alice")  # replacing is not a new library
+        rt.register_library("l3", HOST_LIB, tenant="bob")  # other tenants have their own count
+        rt.register_function("f1", matmul_config(library="l1"), tenant="alice")
+        rt.register_function("f2", matmul_config(library="l1"), tenant="alice")
+        with pytest.raises(QuotaExceeded) as info:
+            rt.register_function("f3", matmul_config(library="l1"), tenant="alice")
+        assert (info.value.quota, info.value.limit) == ("functions", 2)
+        rt.remove_function("f2", tenant="alice")
+        rt.register_function("f3", matmul_config(library="l1"), tenant="alice")
+        assert sorted(r.name for r in rt.registry.list_functions("alice")) == ["f1", "f3"]
+
+
+def test_library_bytes_at_exactly_the_limit(tmp_path):
+    with runtime(tmp_path, library_bytes=len(HOST_LIB)) as rt:
+        rt.register_library("ok", HOST_LIB, tenant="alice")
+        bigger = HOST_LIB[:-1] + b" }"
+        with pytest.raises(QuotaExceeded) as info:
+            rt.register_library("big", bigger, tenant="alice")
+        assert (info.value.quota, info.value.limit) == ("library_bytes", len(HOST_LIB))
+        path = tmp_path / "big.json"
+        path.write_bytes(bigger)
+        with pytest.raises(QuotaExceeded):
+            rt.register_library("big", path, tenant="alice")
+        assert [r.name for r in rt.registry.list_libraries("alice")] == ["ok"]
+        assert not any(p.name.startswith(".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_pool_bytes_per_invocation(tmp_path):
+    with runtime(tmp_path, pool_bytes_per_invocation=4096) as rt:
+        rt.register_library("m", HOST_LIB, tenant="alice")
+        rt.register_function("fits", fill_config(size=4096), tenant="alice")
+        rt.register_function("big", fill_config(size=4097), tenant="alice")
+        assert rt.invoke("fits", {}, tenant="alice")["X"] == b"\xab" * 4096
+        with pytest.raises(QuotaExceeded) as info:
+            rt.invoke("big", {}, tenant="alice")
+        assert (info.value.quota, info.value.limit) == ("pool_bytes_per_invocation", 4096)
+        assert rt.engine().metrics.submitted == 1, "refused before it was queued"
+
+
+@pytest.mark.parametrize("engine", ["host-sequential", "host-multiprocess"])
+def test_concurrent_invocations_at_exactly_the_limit(tmp_path, engine):
+    with runtime(tmp_path, engine, concurrent_invocations=3) as rt:
+        rt.register_library("m", HOST_LIB, tenant="alice")
+        rt.register_function("nap", sleep_config(300), tenant="alice")
+        futures = [rt.invoke_async("nap", {}, tenant="alice") for _ in range(3)]
+        with pytest.raises(QuotaExceeded) as info:
+            rt.invoke_async("nap", {}, tenant="alice")
+        assert (info.value.quota, info.value.limit) == ("concurrent_invocations", 3)
+        assert rt.active("alice") == 3
+        rt.register_library("m", HOST_LIB, tenant="bob")
+        rt.register_function("nap", sleep_config(1), tenant="bob")
+        rt.invoke("nap", {}, tenant="bob")  # another tenant is not affected
+        for f in futures:
+            f.result(timeout=30)
+        deadline = time.monotonic() + 5
+        while rt.active("alice") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rt.active("alice") == 0
+        rt.invoke("nap", {}, tenant="alice")
+
+
+def test_queued_invocations_is_the_fair_queue_bound(tmp_path):
+    with runtime(tmp_path, queued_invocations=2) as rt:
+        rt.register_library("m", HOST_LIB, tenant="alice")
+        rt.register_function("nap", sleep_config(300), tenant="alice")
+        first = rt.invoke_async("nap", {}, tenant="alice")
+        deadline = time.monotonic() + 5
+        while len(rt.engine().queue) and time.monotonic() < deadline:  # wait until it runs
+            time.sleep(0.005)
+        queued = [rt.invoke_async("nap", {}, tenant="alice") for _ in range(2)]
+        with pytest.raises(QuotaExceeded) as info:
+            rt.invoke_async("nap", {}, tenant="alice")
+        assert (info.value.quota, info.value.limit) == ("queued_invocations", 2)
+        assert rt.active("alice") == 3, "a refused invocation does not count"
+        for f in [first, *queued]:
+            f.result(timeout=30)
+
+
+def test_namespaces_in_the_python_api(tmp_path):
+    a = np.eye(4, dtype=np.int64)
+    with pappus.Runtime(engine="host-sequential", state_dir=tmp_path) as rt:
+        rt.register_library("m", HOST_LIB, tenant="alice")
+        rt.register_function("mm", matmul_config(repeat=1), tenant="alice")
+        with pytest.raises(NotFound):
+            rt.invoke("mm", {"A": a.tobytes()}, tenant="bob")
+        with pytest.raises(ValidationError) as info:  # bob cannot name alice's library either
+            rt.register_function("mm", matmul_config(repeat=5), tenant="bob")
+        assert "library 'm' is not registered" in str(info.value)
+        rt.register_library("m", HOST_LIB, tenant="bob")
+        rt.register_function("mm", matmul_config(repeat=5), tenant="bob")
+        out_a = np.frombuffer(rt.invoke("mm", {"A": a.tobytes()}, tenant="alice")["B"], np.int64)
+        out_b = np.frombuffer(rt.invoke("mm", {"A": a.tobytes()}, tenant="bob")["B"], np.int64)
+        assert out_a.reshape(4, 4)[0, 0] == 1 + 2 and out_b.reshape(4, 4)[0, 0] == 1 + 10
+        with pytest.raises(NotFound):
+            rt.remove_function("mm", tenant="carol")
+        # The default tenant is its own namespace too.
+        with pytest.raises(NotFound):
+            rt.invoke("mm", {"A": a.tobytes()})
+
+
+def test_weights_reach_the_fair_queue_and_follow_changes(tmp_path):
+    store = TenantStore(tmp_path, refresh_interval=0.0)
+    store.add("alice", weight=4)
+    with pappus.Runtime(engine="host-sequential", state_dir=tmp_path, tenants=store) as rt:
+        engine = rt.engine()
+        assert engine.queue.weights == {"alice": 4}
+        store.update("alice", weight=2)
+        assert engine.queue.weights == {"alice": 2}
+        assert engine.queue.per_tenant_max("alice") is None
+        store.update("alice", quotas={"queued_invocations": 5})
+        assert engine.queue.per_tenant_max("alice") == 5
