@@ -44,35 +44,38 @@ class ExecutorConfig:
 
 
 class ModuleCache:
-    """Loaded modules keyed by library sha256 (LRU), and kernel handles per function.
+    """Loaded modules keyed by tenant and library sha256 (LRU), and kernel handles per function.
 
     The thesis reloaded the module on every invocation; here the first invocation of a library
-    on an executor is *cold* (load + lookup) and later ones are *hot*.
+    on an executor is *cold* (load + lookup) and later ones are *hot*. Modules are cached per
+    tenant: a warm module must not tell one tenant that another ran the same bytes recently.
     """
 
     def __init__(self, device: DeviceAPI, capacity: int) -> None:
         self.device = device
         self.capacity = capacity
-        self.modules: OrderedDict[str, Any] = OrderedDict()
-        self.handles: dict[str, dict[str, Any]] = {}  # function key -> kernel name -> handle
+        self.modules: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # function key -> (kernel name -> handle, the module keys those handles come from)
+        self.handles: dict[str, tuple[dict[str, Any], frozenset[tuple[str, str]]]] = {}
         self.hits = 0
         self.misses = 0
 
-    def module(self, ref: LibraryRef) -> Any:
-        module = self.modules.get(ref.sha256)
+    def module(self, ref: LibraryRef, tenant: str = "") -> Any:
+        key = (tenant, ref.sha256)
+        module = self.modules.get(key)
         if module is not None:
-            self.modules.move_to_end(ref.sha256)
+            self.modules.move_to_end(key)
             return module
         data = _read_verified(ref)
         module = self.device.load_module(LibraryImage(ref.sha256, data, ref.path))
-        self.modules[ref.sha256] = module
+        self.modules[key] = module
         while len(self.modules) > self.capacity:
-            sha, old = self.modules.popitem(last=False)
-            self.handles = {k: v for k, v in self.handles.items() if sha not in v.get("__shas__", ())}
+            old_key, old = self.modules.popitem(last=False)
+            self.handles = {k: v for k, v in self.handles.items() if old_key not in v[1]}
             try:
                 self.device.unload_module(old)
             except Exception:  # eviction must not fail the invocation that caused it
-                log.warning("unloading module %s failed", sha[:12], exc_info=True)
+                log.warning("unloading module %s failed", old_key[1][:12], exc_info=True)
         return module
 
     def kernel_handles(self, fn: FunctionSpec) -> tuple[Mapping[str, Any], bool]:
@@ -80,14 +83,14 @@ class ModuleCache:
         cached = self.handles.get(fn.key)
         if cached is not None:
             self.hits += 1
-            return cached, False
+            return cached[0], False
         self.misses += 1
         handles: dict[str, Any] = {}
         for ref in fn.config.kernels:
             lib = fn.libraries[ref.library]
-            handles[ref.name] = self.device.get_kernel(self.module(lib), ref.name)
-        handles["__shas__"] = frozenset(lib.sha256 for lib in fn.libraries.values())
-        self.handles[fn.key] = handles
+            handles[ref.name] = self.device.get_kernel(self.module(lib, fn.tenant), ref.name)
+        keys = frozenset((fn.tenant, lib.sha256) for lib in fn.libraries.values())
+        self.handles[fn.key] = (handles, keys)
         return handles, True
 
     def clear(self) -> None:
