@@ -2,6 +2,10 @@
 
 Each tenant has its own FIFO; tenants with work take turns, each getting ``weight`` invocations
 per round. One tenant's burst therefore waits behind itself, not in front of everyone else.
+As in fq_codel's DRR++, a tenant that had nothing queued joins a *new* list served before the
+round-robin of busy tenants, so a sparse tenant waits for at most one invocation of a busy one;
+a new tenant that has been served moves to the busy list (even if its queue emptied), so
+arriving with one request at a time cannot starve anyone.
 Bounds are checked before anything is queued: past them ``put`` raises ``Overloaded`` (engine
 full) or ``QuotaExceeded`` (the tenant's own queue bound), never grows memory without bound.
 """
@@ -35,7 +39,8 @@ class FairQueue(Generic[T]):
         self.weights = dict(weights or {})
         self.per_tenant_max = per_tenant_max
         self._queues: dict[str, deque[T]] = {}
-        self._ring: deque[str] = deque()  # tenants with queued work, in service order
+        self._new: deque[str] = deque()  # tenants that just got work, served first
+        self._old: deque[str] = deque()  # the round robin of tenants that have been served
         self._credit: dict[str, int] = {}
         self._size = 0
         self._closed = False
@@ -69,8 +74,8 @@ class FairQueue(Generic[T]):
             q = self._queues.get(tenant)
             if q is None:
                 q = self._queues[tenant] = deque()
-            if not q:
-                self._ring.append(tenant)
+            if tenant not in self._credit:  # in neither list: a new flow
+                self._new.append(tenant)
                 self._credit[tenant] = self.weights.get(tenant, 1)
             q.append(item)
             self._size += 1
@@ -87,18 +92,26 @@ class FairQueue(Generic[T]):
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            tenant = self._ring[0]
-            q = self._queues[tenant]
+            while True:
+                ring = self._new if self._new else self._old
+                tenant = ring[0]
+                q = self._queues[tenant]
+                if q:
+                    break
+                # An emptied tenant left in the old list: it is done for this round.
+                ring.popleft()
+                self._credit.pop(tenant, None)
+                del self._queues[tenant]
             item = q.popleft()
             self._size -= 1
             self._credit[tenant] -= 1
-            if not q:
-                self._ring.popleft()
-                del self._queues[tenant]
-                self._credit.pop(tenant, None)
-            elif self._credit[tenant] <= 0:
-                self._ring.rotate(-1)
+            if self._credit[tenant] <= 0 or not q:
+                # Quantum used up, or nothing left: to the back of the round robin. A tenant whose
+                # queue emptied stays there (empty) until its turn comes round, so it cannot
+                # re-enter as "new" at once and jump ahead again.
+                ring.popleft()
                 self._credit[tenant] = self.weights.get(tenant, 1)
+                self._old.append(tenant)
             return item
 
     def close(self) -> list[T]:
@@ -106,9 +119,10 @@ class FairQueue(Generic[T]):
         with self._cond:
             self._closed = True
             left: list[T] = []
-            for tenant in list(self._ring):
+            for tenant in list(self._new) + list(self._old):
                 left.extend(self._queues.pop(tenant, ()))
-            self._ring.clear()
+            self._new.clear()
+            self._old.clear()
             self._credit.clear()
             self._size = 0
             self._cond.notify_all()
