@@ -69,28 +69,42 @@ class ModuleCache:
         data = _read_verified(ref)
         module = self.device.load_module(LibraryImage(ref.sha256, data, ref.path))
         self.modules[key] = module
-        while len(self.modules) > self.capacity:
-            old_key, old = self.modules.popitem(last=False)
-            self.handles = {k: v for k, v in self.handles.items() if old_key not in v[1]}
+        return module
+
+    def _evict(self, keep: frozenset[tuple[str, str]]) -> None:
+        """Unload least recently used modules beyond capacity, never those in use now."""
+        for key in list(self.modules):
+            if len(self.modules) <= max(self.capacity, len(keep)):
+                break
+            if key in keep:
+                continue
+            old = self.modules.pop(key)
+            self.handles = {k: v for k, v in self.handles.items() if key not in v[1]}
             try:
                 self.device.unload_module(old)
             except Exception:  # eviction must not fail the invocation that caused it
-                log.warning("unloading module %s failed", old_key[1][:12], exc_info=True)
-        return module
+                log.warning("unloading module %s failed", key[1][:12], exc_info=True)
 
     def kernel_handles(self, fn: FunctionSpec) -> tuple[Mapping[str, Any], bool]:
-        """Handles for every kernel of ``fn``; the flag says whether this was a cold load."""
+        """Handles for every kernel of ``fn``; the flag says whether this was a cold load.
+
+        With capacity 0 nothing is cached: every invocation loads its modules (cold), as the
+        thesis's engines did; the previous invocation's modules are unloaded first.
+        """
+        keys = frozenset((fn.tenant, lib.sha256) for lib in fn.libraries.values())
         cached = self.handles.get(fn.key)
-        if cached is not None:
+        if cached is not None and self.capacity > 0:
             self.hits += 1
             return cached[0], False
         self.misses += 1
+        if self.capacity == 0:
+            self._evict(frozenset())
         handles: dict[str, Any] = {}
         for ref in fn.config.kernels:
             lib = fn.libraries[ref.library]
             handles[ref.name] = self.device.get_kernel(self.module(lib, fn.tenant), ref.name)
-        keys = frozenset((fn.tenant, lib.sha256) for lib in fn.libraries.values())
         self.handles[fn.key] = (handles, keys)
+        self._evict(keys)
         return handles, True
 
     def clear(self) -> None:
