@@ -70,6 +70,7 @@ type: $(VENV)/.installed
 	$(PY) -m mypy
 
 docs: $(VENV)/.installed
+	$(PIP) install -q -e '.[docs]'
 	$(PY) -m mkdocs build --strict
 
 clean:

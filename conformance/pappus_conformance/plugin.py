@@ -106,6 +106,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if _matches(item, prop, pattern):
                 used.add(pattern)
                 item.add_marker(pytest.mark.xfail(reason=f"known gap: {reason}", strict=True))
+    if not claimed:
+        config.issue_config_time_warning(pytest.PytestWarning(
+            f"backend {backend.name!r} claims no capability: every property is reported as not claimed"),
+            stacklevel=2)
     stale = sorted(set(gaps) - used)
     if stale:
         config.issue_config_time_warning(
@@ -154,8 +158,9 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
             return "not_claimed", reason
         return "skipped", reason
     if report.failed:
-        text = str(report.longrepr)
-        return "failed", text.strip().splitlines()[-1][:500] if text else ""
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = getattr(crash, "message", None) or str(report.longrepr).strip().splitlines()[-1]
+        return "failed" if report.when == "call" else "error", message[:500]
     return "passed", ""
 
 

@@ -1,7 +1,7 @@
 """The ``pappus`` command line. Every command has ``--help``; errors are one clear line.
 
-Commands live in small modules next to this one; each contributes ``add_parser(subparsers)``
-and a ``run(args)`` function. The parser built here is also what generates the CLI reference
+Commands live in small modules next to this one; each defines ``add_parser(sub, formatter)``,
+which adds its subparser and sets ``func`` to the function that runs it. The parser built here is also what generates the CLI reference
 in the docs, so help texts are written for readers.
 """
 

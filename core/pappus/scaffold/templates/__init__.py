@@ -1,0 +1,1 @@
+"""Template files of the plugin skeleton (package data; see :mod:`pappus.scaffold`)."""
