@@ -59,7 +59,19 @@ class Loop:
 
 
 Step = Union[Launch, Loop]
-Program = tuple[Step, ...]
+
+
+class Program(tuple):  # type: ignore[type-arg]
+    """A launch program (a tuple of steps) plus ``extent``: the bytes from the pool base that
+    this invocation's buffers span. A backend that can fence memory (the CPU backend) makes
+    everything past the extent inaccessible to the kernels of this program."""
+
+    extent: int
+
+    def __new__(cls, steps: tuple[Step, ...] = (), extent: int = 0) -> Program:
+        self = super().__new__(cls, steps)
+        self.extent = extent
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +346,8 @@ class Plan:
                     out.append(Loop(step.times, build(step.body)))
             return tuple(out)
 
-        return build(resolution.steps)
+        extent = max((offsets[name] + size for name, size in sizes.items()), default=0)
+        return Program(build(resolution.steps), extent)
 
     @property
     def kernel_names(self) -> tuple[str, ...]:

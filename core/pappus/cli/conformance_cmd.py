@@ -32,9 +32,14 @@ def run(args: argparse.Namespace) -> int:
     get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
     argv = ["-p", "pappus_conformance", "--pappus-backend", args.backend, "-q",
             "--pappus-workers", str(args.workers), "-p", "no:cacheprovider"]
-    from pappus_conformance.plugin import SUITE_DIR
+    # Locate the suite without importing the plugin, so pytest can still rewrite its asserts.
+    import importlib.util
+    from pathlib import Path
 
-    argv.append(str(SUITE_DIR))
+    spec = importlib.util.find_spec("pappus_conformance")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the pappus_conformance package is not installed")
+    argv.append(str(Path(list(spec.submodule_search_locations)[0]) / "suite"))
     if args.engine:
         argv += ["--pappus-engine", args.engine]
     if args.jobs not in ("0", "no"):

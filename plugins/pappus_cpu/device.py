@@ -1,0 +1,807 @@
+"""CpuDevice: the CPU backend's DeviceAPI. Runs in the trusted process, never loads tenant code.
+
+It drives a device template process (``csrc/pappus_cpu_device.c``) over a socket. The pool
+is a memfd mapped here and in the template, so ``write``/``read``/``memset`` are plain memory
+copies with no IPC; device addresses are the template's (and its children's) addresses of the
+pool. ``run`` writes the whole launch program into a shared command region and wakes the
+template's pre-forked child with one byte; the template reports how the child ended, and only
+then (the child is dead and can no longer touch the pool) does ``run`` return.
+
+Isolation per invocation comes from the fresh child: every global, static, stack and the malloc
+arena start from their load-time image. Pool contents are zeroed by the buffer pool on release;
+with a known extent (``Program.extent``, :meth:`bind_pool` or :meth:`set_extent`) the child
+cannot touch the pool past the invocation's buffers at all, and without one anything it wrote
+past them is zeroed when the pool is released (see :meth:`memset`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pappus.errors import DeviceError, KernelFault, LibraryError, SandboxViolation
+from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
+from pappus.kernels import LibraryInfo
+from pappus.plan import Launch, Loop
+
+from . import native
+from . import protocol as P
+from .driver import CPU_LIMITS, CpuDriver
+
+DEFAULT_MEMORY = 512 * 1024 * 1024
+DEFAULT_FIBER_STACK = 64 * 1024
+DEFAULT_GUARDED_STACKS = 64
+DEFAULT_CMD_BYTES = 1 << 20
+HELLO_TIMEOUT = 20.0
+REQUEST_TIMEOUT = 60.0
+
+
+@dataclass(eq=False)
+class CpuModule:
+    """A library loaded into the template (one dlopen handle there)."""
+
+    id: int
+    sha256: str
+    info: LibraryInfo | None
+    loaded: bool = True
+
+
+@dataclass(eq=False)
+class CpuKernel:
+    """A kernel entry point: its address in the template (valid in every child forked later)."""
+
+    name: str
+    address: int
+    module: CpuModule
+    sizes: tuple[int, ...] | None = None
+
+
+@dataclass
+class _Reply:
+    op: int
+    err: int
+    a: int
+    b: int
+    c: int
+    d: int
+    payload: bytes = b""
+    fds: list[int] = field(default_factory=list)
+
+
+class CpuDevice(DeviceAPI):
+    """One sandboxed CPU "device": a template process and its per-invocation children."""
+
+    bounds_writes = True
+
+    def __init__(self, memory_bytes: int | None = None, fiber_stack_bytes: int = DEFAULT_FIBER_STACK,
+                 max_block_threads: int = CPU_LIMITS.max_block_threads, guarded_stacks: int = DEFAULT_GUARDED_STACKS,
+                 cmd_bytes: int = DEFAULT_CMD_BYTES,
+                 hide_other_modules: bool = True, revalidate: bool = True,
+                 cache_dir: str | None = None, **_: Any) -> None:
+        env_memory = os.environ.get("PAPPUS_CPU_MEMORY")
+        self.memory_bytes = int(memory_bytes if memory_bytes is not None else (env_memory or DEFAULT_MEMORY))
+        self.fiber_stack_bytes = int(fiber_stack_bytes)
+        self.max_block_threads = int(max_block_threads)
+        self.guarded_stacks = int(guarded_stacks)
+        self.hide_other_modules = hide_other_modules
+        self.revalidate = revalidate
+        self.cache_dir = cache_dir
+        self.cmd_bytes = max(int(cmd_bytes), 64 * 1024)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._go_fds: list[int] = []
+        self._send_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self._alive = False
+        self._closed = False
+        self._details: dict[str, Any] = {}
+        self._page = mmap.PAGESIZE
+        # pool
+        self._base = 0
+        self._pool_size = 0
+        self._pool_fd = -1
+        self._pool_guard = 0  # no-access bytes on each side of the pool in the template
+        self._pool_mm: mmap.mmap | None = None
+        self._pool_mv: memoryview | None = None
+        self._pool_np: np.ndarray | None = None
+        self._dirty_top = 0  # pool bytes a child may have written past the last release
+        self._bound_pool: Any = None
+        self._next_extent: int | None = None
+        # command region
+        self._cmd_mm: mmap.mmap | None = None
+        self._cmd_size = 0
+        self._seq = 0
+        self._running_seq = 0
+        self._heap_limit = 0
+        self._heap_address = 0  # the malloc arena in the template (0: none)
+        self._validated: dict[str, LibraryInfo] = {}
+        self._modules: dict[int, CpuModule] = {}
+        self._pending: list[Launch] = []
+        self._encoded: tuple[Any, int, list[str], set[int]] | None = None
+        self._prog_off = P.HEADER_BYTES  # where the program starts in the command region
+        self.runs = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def open(self) -> DeviceInfo:
+        if self._proc is not None or self._closed:
+            raise DeviceError("the CPU device is already open (or closed)", api="open")
+        self._spawn()
+        return DeviceInfo(name="cpu (sandboxed child process per invocation)", total_memory=self.memory_bytes,
+                          free_memory=self.memory_bytes, limits=CPU_LIMITS, heap_limit=self._heap_limit,
+                          details=dict(self._details))
+
+    def _spawn(self) -> None:
+        """Start a template, receive its wake-up pipes and map a command region into it."""
+        binary = native.device_binary(self.cache_dir)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [str(binary), str(theirs.fileno()), str(os.getpid()), str(self.fiber_stack_bytes),
+                 str(self.max_block_threads), str(self.guarded_stacks)],
+                pass_fds=(theirs.fileno(),), close_fds=True, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"},
+                start_new_session=True)
+        except OSError as exc:
+            ours.close()
+            raise DeviceError(f"cannot start the CPU device template: {exc.strerror}", api="open") from None
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._alive = True
+        try:
+            hello = self._recv(timeout=HELLO_TIMEOUT)
+            self._go_fds = hello.fds
+            if hello.op != P.OP_HELLO or hello.err:
+                raise DeviceError(f"the CPU device template failed to start: "
+                                  f"{hello.payload.decode(errors='replace') or hello.err}", api="open")
+            if len(self._go_fds) != 2:
+                raise DeviceError("the CPU device template sent no wake-up pipes", api="open")
+            for fd in self._go_fds:  # a full pipe already holds a wake-up: never block on it
+                os.set_blocking(fd, False)
+            self._details = self._parse_hello(hello)
+            self._map_cmd(self.cmd_bytes)
+        except BaseException:
+            self._stop_template()
+            raise
+
+    def _stop_template(self) -> None:
+        self._alive = False
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:  # the template kills and reaps its children, then exits: its end closes
+                sock.send(P.MSG.pack(P.OP_QUIT, 0, 0, 0, 0, 0))
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and select.select([sock], [], [], deadline - time.monotonic())[0]:
+                    if not sock.recv(P.MSG.size + P.MSG_MAX):
+                        break
+            except OSError:
+                pass
+            sock.close()
+        self._kill_group()
+        self._reap()
+        self._proc = None
+        for fd in self._go_fds:
+            os.close(fd)
+        self._go_fds = []
+        if self._cmd_mm is not None:
+            self._cmd_mm.close()
+            self._cmd_mm = None
+        self._encoded = None
+        for module in self._modules.values():
+            module.loaded = False
+        self._modules.clear()
+
+    def _parse_hello(self, hello: _Reply) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        for line in hello.payload.decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition("=")
+            details[key] = value
+        self._stacks = int(details.pop("stacks", "0"), 16)
+        self._stack_stride = int(details.pop("stack_stride", "0"))
+        self._stack_count = int(details.get("stack_count", "0"))
+        self._dyn_end = int(details.pop("dyn_shared_end", "0"), 16)
+        details["template_pid"] = hello.a
+        details["landlock_abi"] = int(details.get("landlock_abi", "0"))
+        details["landlock_active"] = bool(hello.d & 1)
+        details["isolation"] = "fresh forked child per invocation; seccomp allow-list in the child"
+        details["module_loading"] = "validated statically, sha256-checked, loaded from a sealed memfd"
+        details["fiber_stack_bytes"] = self._stack_stride - self._page
+        details["fiber_stacks"] = self._stack_count
+        details["guarded_fiber_stacks"] = int(details.pop("stack_guarded", "0"))
+        details["hide_other_modules"] = self.hide_other_modules
+        return details
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_template()
+        self._pool_np = None
+        if self._pool_mv is not None:
+            self._pool_mv.release()
+            self._pool_mv = None
+        if self._pool_mm is not None:
+            self._pool_mm.close()
+            self._pool_mm = None
+        if self._pool_fd >= 0:
+            os.close(self._pool_fd)
+            self._pool_fd = -1
+
+    @property
+    def healthy(self) -> bool:
+        return self._alive and not self._template_exited()
+
+    def _template_exited(self) -> bool:
+        """Whether the template ended, without reaping it (see :meth:`_kill_group`)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def _reap(self) -> int | None:
+        """Reap the template (only after :meth:`_kill_group`); its exit code, negative for a signal."""
+        proc = self._proc
+        if proc is None:
+            return None
+        with self._reap_lock:
+            return proc.wait()
+
+    def reset(self) -> int | None:
+        """After a fault nothing needs resetting: the faulting child is gone and the next one is
+        fresh. If the template itself died, start a new one on the same pool memory (modules
+        must be loaded again) and return the pool's base address there, which may differ."""
+        if self.healthy:
+            return None
+        if self._closed:
+            raise DeviceError("the CPU device is closed", api="reset")
+        self._stop_template()
+        self._spawn()
+        if self._heap_limit:
+            self.set_malloc_heap_limit(self._heap_limit)
+        if self._pool_fd >= 0:
+            self._base = self._map_pool()
+            self._dirty_top = self._pool_size  # whatever the dead template's child wrote goes at release
+        return self._base
+
+    def __enter__(self) -> CpuDevice:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def _send(self, op: int, a: int = 0, b: int = 0, c: int = 0, d: int = 0, payload: bytes = b"",
+              fd: int | None = None) -> None:
+        sock = self._sock
+        if sock is None or not self._alive:
+            raise DeviceError("the CPU device is not open", api="send")
+        data = P.MSG.pack(op, 0, a, b, c, d) + payload
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))] if fd is not None else []
+        try:
+            with self._send_lock:
+                sock.sendmsg([data], ancillary)
+        except OSError as exc:
+            self._died(f"sending to it failed: {exc.strerror}")
+
+    def _recv(self, timeout: float | None = None) -> _Reply:
+        sock = self._sock
+        if sock is None:
+            raise DeviceError("the CPU device is not open", api="recv")
+        if timeout is not None:
+            ready, _, _ = select.select([sock], [], [], timeout)
+            if not ready:
+                self._died(f"it did not answer within {timeout:g} s")
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(P.MSG.size + P.MSG_MAX, socket.CMSG_SPACE(4 * 4))
+        except OSError as exc:
+            self._died(f"reading from it failed: {exc.strerror}")
+        fds: list[int] = []
+        for level, kind, raw in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(struct.unpack(f"{len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
+        if len(data) < P.MSG.size:
+            for fd in fds:
+                os.close(fd)
+            self._died("it closed the connection" if not data else "it sent a short message")
+        op, err, a, b, c, d = P.MSG.unpack_from(data)
+        return _Reply(op, err, a, b, c, d, data[P.MSG.size:], fds)
+
+    def _request(self, op: int, a: int = 0, b: int = 0, payload: bytes = b"", fd: int | None = None) -> _Reply:
+        self._send(op, a, b, payload=payload, fd=fd)
+        while True:
+            rep = self._recv(timeout=REQUEST_TIMEOUT)
+            for extra in rep.fds:
+                os.close(extra)
+            if rep.op == op:
+                return rep
+            # A DONE that arrives here belongs to no run (cannot happen in order); ignore it.
+
+    def _kill_group(self) -> None:
+        """SIGKILL the template and every child it forked, and wait until none can run.
+
+        The template leads its own process group, and its pid (so the group id) stays reserved
+        until we reap it. A child killed by PDEATHSIG may run on for a moment after its
+        template died: the pool must not be zeroed and handed to the next tenant before it is
+        gone, so this waits (bounded) until every member is dead or a zombie.
+        """
+        proc = self._proc
+        if proc is None:
+            return
+        with self._reap_lock:
+            if proc.returncode is not None:  # reaped: its pid, so the group id, may be reused
+                return
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                return
+            deadline = time.monotonic() + 5
+            while _group_running(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    def _died(self, why: str) -> Any:
+        self._alive = False
+        self._kill_group()
+        code = self._reap()
+        if code is not None and code < 0:
+            how = f"; it was killed by {signal.Signals(-code).name}"
+        elif code is not None:
+            how = f"; it exited with status {code}"
+        else:
+            how = ""
+        raise DeviceError(f"the CPU device template is unusable: {why}{how}", api="template")
+
+    # --- pool ----------------------------------------------------------------------------------
+
+    def reserve(self, nbytes: int) -> int:
+        if self._pool_mm is not None:
+            raise DeviceError("the pool is already reserved", api="reserve")
+        if nbytes <= 0:
+            raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="reserve")
+        size = -(-nbytes // self._page) * self._page
+        fd = os.memfd_create("pappus-pool", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            self._pool_mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._pool_fd = fd  # kept: a respawned template maps the same memory
+        self._pool_size = size
+        self._pool_mv = memoryview(self._pool_mm)
+        self._pool_np = np.frombuffer(self._pool_mm, dtype=np.uint8)
+        self._base = self._map_pool()
+        return self._base
+
+    def _map_pool(self) -> int:
+        rep = self._request(P.OP_POOL, a=self._pool_size, fd=self._pool_fd)
+        if rep.err:
+            raise DeviceError(f"mapping the pool in the CPU device failed: {rep.payload.decode(errors='replace')}",
+                              api="reserve")
+        self._pool_guard = int(rep.b)
+        return int(rep.a)
+
+    def _offset(self, address: int, nbytes: int, api: str) -> int:
+        off = address - self._base
+        if self._pool_mm is None or off < 0 or nbytes < 0 or off + nbytes > self._pool_size:
+            raise DeviceError(f"{api} of {nbytes} bytes at {address:#x} is outside the pool", api=api)
+        return off
+
+    def write(self, address: int, data: memoryview) -> None:
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        off = self._offset(address, view.nbytes, "write")
+        self._pool_mv[off:off + view.nbytes] = view  # type: ignore[index]
+
+    def read(self, address: int, out: memoryview) -> None:
+        view = out if isinstance(out, memoryview) else memoryview(out)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        off = self._offset(address, view.nbytes, "read")
+        view[:] = self._pool_mv[off:off + view.nbytes]  # type: ignore[index]
+
+    def memset(self, address: int, value: int, nbytes: int) -> None:
+        off = self._offset(address, nbytes, "memset")
+        if nbytes:
+            self._pool_np[off:off + nbytes] = value & 0xFF  # type: ignore[index]
+        if off == 0 and value == 0 and self._dirty_top > nbytes:
+            # A release: a child ran without a known extent and may have written past the
+            # invocation's buffers. Zero the rest of what it could have reached.
+            self._zero_beyond(nbytes, self._dirty_top)
+        if off == 0 and value == 0:
+            self._dirty_top = 0
+
+    def _zero_beyond(self, start: int, end: int) -> None:
+        page = self._page
+        aligned = -(-start // page) * page
+        if aligned > start:
+            self._pool_np[start:min(aligned, end)] = 0  # type: ignore[index]
+        if end > aligned:
+            # Frees the memfd's pages (a hole reads as zeros): cheap where nothing was written.
+            self._pool_mm.madvise(mmap.MADV_REMOVE, aligned, end - aligned)  # type: ignore[union-attr]
+
+    def bind_pool(self, pool: Any) -> None:
+        """Take each run's extent from ``pool.high_water`` (a :class:`pappus.pool.BufferPool`)."""
+        self._bound_pool = pool
+
+    def set_extent(self, nbytes: int) -> None:
+        """Bytes of the pool (from its base) the next run may touch."""
+        self._next_extent = int(nbytes)
+
+    def _extent(self, program: Any) -> int | None:
+        extent = getattr(program, "extent", None)
+        if extent is None and self._next_extent is not None:
+            extent, self._next_extent = self._next_extent, None
+        if extent is None and self._bound_pool is not None:
+            extent = int(self._bound_pool.high_water)
+        if extent is None:
+            return None
+        return min(max(int(extent), 0), self._pool_size)
+
+    # --- malloc heap -----------------------------------------------------------------------------
+
+    def set_malloc_heap_limit(self, nbytes: int) -> int:
+        if nbytes < 0:
+            raise DeviceError("the malloc heap limit cannot be negative", api="set_malloc_heap_limit")
+        rep = self._request(P.OP_HEAP, a=int(nbytes))
+        if rep.err:
+            raise DeviceError(f"setting the malloc heap limit failed: {rep.payload.decode(errors='replace')}",
+                              api="set_malloc_heap_limit")
+        self._heap_limit = rep.a
+        self._heap_address = rep.b
+        return rep.a
+
+    # --- modules ---------------------------------------------------------------------------------
+
+    def load_module(self, image: LibraryImage) -> CpuModule:
+        data = image.data
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != image.sha256:
+            raise LibraryError("library bytes do not match their registered sha256")
+        info = self._validated.get(sha)
+        if info is None and self.revalidate:
+            info = CpuDriver().inspect_library(data)
+            self._validated[sha] = info
+        fd = os.memfd_create(f"pappus-lib-{sha[:16]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+            rep = self._request(P.OP_LOAD, fd=fd)
+        finally:
+            os.close(fd)
+        if rep.err:
+            raise LibraryError(f"the CPU device could not load the library: {rep.payload.decode(errors='replace')}")
+        module = CpuModule(id=rep.a, sha256=sha, info=info)
+        self._modules[module.id] = module
+        return module
+
+    def unload_module(self, module: Any) -> None:
+        if not isinstance(module, CpuModule) or not module.loaded:
+            return
+        module.loaded = False
+        self._modules.pop(module.id, None)
+        self._encoded = None
+        if self._alive:
+            self._request(P.OP_UNLOAD, a=module.id)
+
+    def get_kernel(self, module: Any, name: str) -> CpuKernel:
+        if not isinstance(module, CpuModule) or not module.loaded:
+            raise DeviceError(f"kernel {name!r}: its module is not loaded", api="get_kernel")
+        sizes = None
+        if module.info is not None:
+            kinfo = module.info.kernel(name)
+            if kinfo is None:
+                raise DeviceError(f"kernel {name!r} is not in the library", api="get_kernel")
+            sizes = tuple(p.size for p in kinfo.params)
+        rep = self._request(P.OP_SYM, a=module.id, payload=name.encode() + b"\0")
+        if rep.err:
+            raise DeviceError(f"kernel {name!r}: {rep.payload.decode(errors='replace')}", api="get_kernel")
+        return CpuKernel(name=name, address=rep.a, module=module, sizes=sizes)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        self._pending.append(launch)
+
+    def synchronize(self) -> None:
+        pending, self._pending = tuple(self._pending), []
+        if pending:
+            self.run(pending)
+
+    def run(self, program: Any) -> None:
+        if not self._alive:
+            raise DeviceError("the CPU device is not usable", api="run")
+        if self._pool_mm is None:
+            raise DeviceError("run before reserve", api="run")
+        extent = self._extent(program)
+        cached = self._encoded
+        if cached is not None and cached[0] == program:  # the same function again: already in place
+            _, end, names, modules = cached
+        else:
+            self._encoded = None
+            names, modules = [], set()
+            end = self._encode(program, names, modules)
+            self._encoded = (program, end, names, modules)
+        seq = (self._seq + 1) & 0xFFFFFFFF
+        keep = sorted(modules)
+        if not self.hide_other_modules or len(keep) > P.KEEP_MAX:
+            nkeep, keep = P.KEEP_ALL, []
+        else:
+            nkeep = len(keep)
+        P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,  # type: ignore[arg-type]
+                               end - self._prog_off, extent or 0, nkeep, 0, *keep, *([0] * (P.KEEP_MAX - len(keep))))
+        self._seq = seq
+        self._dirty_top = max(self._dirty_top, self._pool_size if extent is None else extent)
+        self._running_seq = seq
+        try:
+            try:
+                os.write(self._go_fds[seq & 1], b"\1")
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._died(f"waking it failed: {exc.strerror}")
+            while True:  # the template reports once the child is dead and can no longer touch the pool
+                rep = self._recv()
+                for extra in rep.fds:
+                    os.close(extra)
+                if rep.op == P.OP_DONE and rep.a == seq:
+                    break
+        finally:
+            self._running_seq = 0
+        self.runs += 1
+        self._check(rep, names, extent)
+
+    def abort(self) -> None:
+        """Kill the child running now (from any thread); its ``run`` raises KernelFault(SIGKILL)."""
+        seq = self._running_seq
+        if seq and self._alive:
+            try:
+                self._send(P.OP_ABORT, a=seq)
+            except DeviceError:
+                pass
+
+    def _encode(self, program: Any, names: list[str], modules: set[int]) -> int:
+        """Write the program into the command region; return the end offset."""
+        while True:
+            try:
+                return self._encode_into(program, names, modules)
+            except _NoRoom:
+                names.clear()
+                modules.clear()
+                self._map_cmd(self._cmd_size * 2)
+
+    def _encode_into(self, program: Any, names: list[str], modules: set[int]) -> int:
+        buf = self._cmd_mm
+        assert buf is not None
+        limit = self._cmd_size
+        launch_pack = P.LAUNCH.pack_into
+        loop_pack = P.LOOP.pack_into
+
+        def emit(steps: Any, pos: int) -> int:
+            for step in steps:
+                if isinstance(step, Launch):
+                    k = step.handle
+                    if not isinstance(k, CpuKernel):
+                        raise DeviceError(f"kernel {step.kernel!r} has no CPU kernel handle (got "
+                                          f"{type(k).__name__})", api="run")
+                    if not k.module.loaded:
+                        raise DeviceError(f"kernel {step.kernel!r}: its module was unloaded", api="run")
+                    args = step.args
+                    if k.sizes is not None and tuple(len(a) for a in args) != k.sizes:
+                        raise DeviceError(f"kernel {step.kernel!r} takes arguments of "
+                                          f"{list(k.sizes)} bytes, got {[len(a) for a in args]}", api="run")
+                    gx, gy, gz = step.grid
+                    bx, by, bz = step.block
+                    if min(gx, gy, gz, bx, by, bz) < 1 or bx * by * bz > self._stack_count:
+                        raise DeviceError(f"kernel {step.kernel!r}: launch of {step.grid} x {step.block} "
+                                          "is outside the device limits", api="run")
+                    if step.shared_mem_bytes > P.SHARED_MAX or len(args) > P.MAX_ARGS:
+                        raise DeviceError(f"kernel {step.kernel!r}: launch is outside the device limits",
+                                          api="run")
+                    nargs = len(args)
+                    data_at = P.LAUNCH.size + 8 * nargs
+                    size = data_at + sum((len(a) + 7) & ~7 for a in args)
+                    if pos + size > limit:
+                        raise _NoRoom
+                    launch_pack(buf, pos, P.NODE_LAUNCH, size, k.address, gx, gy, gz, bx, by, bz,
+                                step.shared_mem_bytes, len(names), nargs)
+                    table = pos + P.LAUNCH.size
+                    at = data_at
+                    for i, a in enumerate(args):
+                        struct.pack_into("<II", buf, table + 8 * i, at, len(a))
+                        buf[pos + at:pos + at + len(a)] = a
+                        at += (len(a) + 7) & ~7
+                    names.append(step.kernel)
+                    modules.add(k.module.id)
+                    pos += size
+                elif isinstance(step, Loop):
+                    head = pos
+                    pos += P.LOOP.size
+                    if pos > limit:
+                        raise _NoRoom
+                    body_end = emit(step.body, pos)
+                    loop_pack(buf, head, P.NODE_LOOP, P.LOOP.size, step.times, body_end - pos)
+                    pos = body_end
+                else:
+                    raise DeviceError(f"unknown program step {type(step).__name__}", api="run")
+            return pos
+
+        return emit(program, self._prog_off)
+
+    def _map_cmd(self, size: int) -> None:
+        """A (bigger) command region, shared with the template."""
+        size = -(-max(size, self._prog_off + 4096) // self._page) * self._page
+        fd = os.memfd_create("pappus-cmd", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            P.CMD_HEADER.pack_into(mm, 0, self._seq, P.CMD_MAGIC, self._prog_off, 0, 0, 0, 0, *([0] * P.KEEP_MAX))
+            rep = self._request(P.OP_CMD, a=size, fd=fd)
+        finally:
+            os.close(fd)
+        if rep.err:
+            mm.close()
+            raise DeviceError(f"mapping the command region failed: {rep.payload.decode(errors='replace')}",
+                              api="run")
+        if self._cmd_mm is not None:
+            self._cmd_mm.close()
+        self._cmd_mm = mm
+        self._cmd_size = size
+        self._encoded = None
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def _check(self, rep: _Reply, names: list[str], extent: int | None) -> None:
+        if len(rep.payload) < P.STATUS.size:
+            raise DeviceError("the CPU device sent a short status", api="run")
+        state, sig, code, sysnr, arch, launch_id, trap, _r, addr, pc = P.STATUS.unpack_from(rep.payload)
+        ws = rep.b
+        aborted = bool(rep.c & 1)
+        kernel = names[launch_id] if 0 <= launch_id < len(names) and state != P.ST_IDLE else None
+        where = f"kernel {kernel!r}" if kernel else "the function"
+        if os.WIFEXITED(ws) and os.WEXITSTATUS(ws) == 0 and state == P.ST_DONE and not aborted:
+            return
+        if aborted:
+            raise KernelFault(f"{where} was stopped before it finished (deadline)", kernel=kernel,
+                              signal="SIGKILL", reasons=["aborted"])
+        if os.WIFEXITED(ws) and os.WEXITSTATUS(ws) == P.EXIT_FAULT and state == P.ST_FAULT and sig > 0:
+            self._raise_fault(where, kernel, sig, code, sysnr, arch, trap, addr, pc, extent)
+        if os.WIFSIGNALED(ws) and os.WTERMSIG(ws) == signal.SIGSYS:
+            # A trapped system call whose SIGSYS handler could not report it.
+            raise SandboxViolation(f"{where} made a system call the sandbox forbids",
+                                   syscall="unknown", kernel=kernel, signal="SIGSYS", reasons=["syscall"])
+        if os.WIFSIGNALED(ws):
+            name = _signame(os.WTERMSIG(ws))
+            raise KernelFault(f"{where} crashed: the process was killed by {name}", kernel=kernel,
+                              signal=name, reasons=["crashed"])
+        if state == P.ST_BAD_COMMAND:
+            raise KernelFault(f"{where} failed: the sandbox could not run its command block", kernel=kernel,
+                              reasons=["bad_command"])
+        status = os.WEXITSTATUS(ws) if os.WIFEXITED(ws) else ws
+        raise KernelFault(f"{where} ended the process before finishing (exit status {status})",
+                          kernel=kernel, reasons=["early_exit"])
+
+    def _raise_fault(self, where: str, kernel: str | None, sig: int, code: int, sysnr: int, arch: int,
+                     trap: int, addr: int, pc: int, extent: int | None) -> None:
+        name = _signame(sig)
+        if sig == signal.SIGSYS:
+            from .syscalls import syscall_name
+
+            call = syscall_name(sysnr, arch)
+            raise SandboxViolation(f"{where} made a system call the sandbox forbids: {call} (#{sysnr})",
+                                   syscall=call, kernel=kernel, signal=name, reasons=["syscall"],
+                                   syscall_number=sysnr, pc=pc)
+        if sig in (signal.SIGSEGV, signal.SIGBUS):
+            reasons = ["memory_fault", *self._classify(addr, extent)]
+            what = {"out_of_bounds": "outside its buffers", "stack_overflow": "past the end of a thread's stack",
+                    "shared_out_of_bounds": "past its dynamic shared memory",
+                    "null_pointer": "near address 0"}.get(reasons[-1], "at an unmapped or protected address")
+            raise KernelFault(f"{where} faulted: {name} accessing {addr:#x} ({what})", kernel=kernel,
+                              address=addr, signal=name, reasons=reasons, pc=pc)
+        if sig == signal.SIGFPE:
+            reasons = ["arithmetic", *(["division_by_zero"] if code in (1, 3) else [])]  # FPE_INTDIV, FPE_FLTDIV
+            raise KernelFault(f"{where} faulted: {name} (arithmetic error)", kernel=kernel, address=addr,
+                              signal=name, reasons=reasons, pc=pc)
+        if sig in (signal.SIGILL, signal.SIGTRAP):
+            reason = "trap" if trap or sig == signal.SIGTRAP else "illegal_instruction"
+            text = "hit a trap (abort, assert or __builtin_trap)" if reason == "trap" else "executed an illegal instruction"
+            raise KernelFault(f"{where} {text} ({name})", kernel=kernel, address=addr, signal=name,
+                              reasons=[reason], pc=pc)
+        if sig == signal.SIGABRT:
+            raise KernelFault(f"{where} aborted ({name})", kernel=kernel, signal=name, reasons=["trap"], pc=pc)
+        raise KernelFault(f"{where} faulted: {name}", kernel=kernel, address=addr, signal=name,
+                          reasons=["fault"], pc=pc)
+
+    def _classify(self, addr: int, extent: int | None) -> list[str]:
+        page = self._page
+        base, size, guard = self._base, self._pool_size, max(self._pool_guard, self._page)
+        if base - guard <= addr < base + size + guard and not base <= addr < base + size:
+            return ["out_of_bounds"]
+        if extent is not None and base + -(-extent // page) * page <= addr < base + size:
+            return ["out_of_bounds"]
+        if self._stacks <= addr < self._stacks + self._stack_stride * self._stack_count:
+            if (addr - self._stacks) % self._stack_stride < page:
+                return ["stack_overflow"]
+        if self._dyn_end <= addr < self._dyn_end + page:
+            return ["shared_out_of_bounds"]
+        heap_end = self._heap_address + -(-self._heap_limit // page) * page
+        if self._heap_address and heap_end <= addr < heap_end + page:
+            return ["heap_out_of_bounds"]
+        if 0 <= addr < 65536:
+            return ["null_pointer"]
+        return []
+
+    # --- introspection (tests, diagnostics) --------------------------------------------------
+
+    @property
+    def template_pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def ping(self) -> tuple[int, int]:
+        """(children forked, runs completed) as the template counts them."""
+        rep = self._request(P.OP_PING)
+        return rep.a, rep.b
+
+    @property
+    def details(self) -> Mapping[str, Any]:
+        return dict(self._details)
+
+
+class _NoRoom(Exception):
+    pass
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is alive and not a zombie."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def create_device(**options: Any) -> CpuDevice:
+    return CpuDevice(**options)
+
+
+__all__ = ["CpuDevice", "CpuKernel", "CpuModule", "create_device"]

@@ -1,0 +1,2 @@
+/* pappus CPU backend */
+#error "pappus cpu: cooperative groups are not supported by the CPU backend (blocks run one at a time, grids cannot synchronise)"

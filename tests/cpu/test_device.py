@@ -1,0 +1,231 @@
+"""CpuDevice as a process manager: no leaked descriptors or processes, honest health, clean
+failure when the template dies, modules of other tenants out of reach."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from pappus.errors import DeviceError, KernelFault, LibraryError
+from pappus.interfaces import LibraryImage
+from pappus_cpu.device import CpuDevice
+
+from ..conftest import child_pids, open_fds
+from .conftest import Builder, Built, Harness, single
+
+FILL = single("fill_u8", [{"Ptr": "out"}, {"Sizeof": "out"}, {"Constant": {"type": "u8", "value": 7}}],
+              buffers={"out": 4096}, outputs=["out"], block=(64, 1, 1))
+
+
+def grandchildren(pid: int) -> set[int]:
+    out: set[int] = set()
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+            out.update(int(p) for p in text.split())
+    except OSError:
+        pass
+    return out
+
+
+def test_no_fds_or_processes_leak_across_200_invocations(build: Builder, sandbox_lib: Built) -> None:
+    fds_before, kids_before = open_fds(), child_pids()
+    h = Harness()
+    try:
+        assert h.run(FILL, {"k": sandbox_lib}, {})["out"] == b"\x07" * 4096
+        fds_open = open_fds()
+        for i in range(200):
+            if i % 50 == 25:
+                with pytest.raises(KernelFault):  # faults must not leak either
+                    h.run(single("write_at", [{"Ptr": "out"}, {"Constant": {"type": "i64", "value": 1 << 21}}],
+                                 buffers={"out": 64}), {"k": sandbox_lib}, {})
+            else:
+                assert h.run(FILL, {"k": sandbox_lib}, {})["out"] == b"\x07" * 4096
+        assert open_fds() == fds_open
+        template = h.device.template_pid
+        assert template is not None
+        assert len(grandchildren(template)) <= 2  # only the pre-forked children wait
+        assert child_pids() - kids_before == {template}
+    finally:
+        h.close()
+    assert open_fds() == fds_before
+    assert child_pids() == kids_before
+
+
+def test_open_reports_what_the_sandbox_really_has(harness: Harness) -> None:
+    info = harness.info
+    details = info.details
+    assert info.heap_limit == 0
+    assert details["landlock_abi"] >= 0
+    assert "allow-list" in details["seccomp"]
+    assert details["fiber_stacks"] == 1024
+    if details["landlock_abi"]:
+        assert details["landlock_active"] and "read-only" in details["landlock"]
+
+
+def test_a_dead_template_fails_cleanly_and_reset_starts_a_new_one(build: Builder, sandbox_lib: Built) -> None:
+    from pappus.pool import BufferPool
+
+    fds_before, kids_before = open_fds(), child_pids()
+    h = Harness()
+    try:
+        h.run(FILL, {"k": sandbox_lib}, {})
+        old_template = h.device.template_pid
+        os.kill(old_template, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while h.device.healthy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not h.device.healthy
+        with pytest.raises(DeviceError, match="template"):
+            h.run(FILL, {"k": sandbox_lib}, {})
+        assert not h.device.healthy
+        # the executor's recovery: reset() starts a new template on the same pool memory
+        base = h.device.reset()
+        assert isinstance(base, int) and h.device.healthy
+        assert h.device.template_pid != old_template
+        h.pool = BufferPool(h.device, base, h.pool.size)
+        h.device.bind_pool(h.pool)
+        h.modules.clear()  # modules do not survive the template
+        assert h.run(FILL, {"k": sandbox_lib}, {})["out"] == b"\x07" * 4096
+        assert h.device.reset() is None  # healthy: nothing to do
+    finally:
+        h.close()
+    h.close()  # idempotent
+    assert open_fds() == fds_before
+    assert child_pids() == kids_before
+
+
+def test_a_template_killed_mid_run_leaves_no_writer_behind(build: Builder, sandbox_lib: Built) -> None:
+    """The running child must be gone before the pool is released to the next tenant."""
+    import threading
+
+    from pappus.pool import BufferPool
+
+    h = Harness()
+    try:
+        spin = single("spin", [{"Ptr": "out"}], buffers={"out": 4096}, outputs=["out"])
+        killer = threading.Timer(0.3, lambda: os.kill(h.device.template_pid, signal.SIGKILL))
+        killer.start()
+        with pytest.raises(DeviceError):
+            h.run(spin, {"k": sandbox_lib}, {})
+        killer.join()
+        base = h.device.reset()
+        h.pool = BufferPool(h.device, base, h.pool.size)
+        h.device.bind_pool(h.pool)
+        h.modules.clear()
+        time.sleep(0.1)  # a surviving writer would have had time to dirty the pool again
+        copy = single("copy_bytes", [{"Ptr": "X"}, {"Ptr": "S"}, {"Sizeof": "S"}],
+                      buffers={"S": 4096, "X": 4096}, outputs=["X"])
+        assert h.run(copy, {"k": sandbox_lib}, {})["X"] == bytes(4096)
+    finally:
+        h.close()
+
+
+def test_other_modules_are_unmapped_while_a_tenant_runs(build: Builder, sandbox_lib: Built, runtime_lib: Built) -> None:
+    for hide in (True, False):
+        h = Harness(hide_other_modules=hide)
+        try:
+            other = h.device.get_kernel(h.device.load_module(runtime_lib.image()), "block_sum")
+            cfg = single("read_at", [{"Constant": {"type": "u64", "value": other.address}}, {"Ptr": "out"}],
+                         buffers={"out": 8}, outputs=["out"])
+            if hide:
+                with pytest.raises(KernelFault) as info:
+                    h.run(cfg, {"k": sandbox_lib}, {})
+                assert info.value.address == other.address
+            else:  # positive control: the same read works when the module stays mapped
+                assert len(h.run(cfg, {"k": sandbox_lib}, {})["out"]) == 8
+        finally:
+            h.close()
+
+
+def test_load_module_checks_the_hash_and_unload_drops_it(harness: Harness, sandbox_lib: Built) -> None:
+    with pytest.raises(LibraryError, match="sha256"):
+        harness.device.load_module(LibraryImage("0" * 64, sandbox_lib.data))
+    module = harness.device.load_module(sandbox_lib.image())
+    kernel = harness.device.get_kernel(module, "fill_u8")
+    harness.device.unload_module(module)
+    from pappus.plan import Launch
+
+    with pytest.raises(DeviceError, match="unloaded"):
+        harness.device.run((Launch("fill_u8", kernel, (1, 1, 1), (1, 1, 1), 0, (b"\0" * 8, b"\0" * 8, b"\0")),))
+    with pytest.raises(DeviceError):
+        harness.device.get_kernel(module, "fill_u8")
+
+
+def test_get_kernel_refuses_names_outside_the_manifest(harness: Harness, sandbox_lib: Built) -> None:
+    module = harness.device.load_module(sandbox_lib.image())
+    with pytest.raises(DeviceError, match="not in the library"):
+        harness.device.get_kernel(module, "no_such_kernel")
+
+
+def test_launch_and_synchronize_run_a_one_launch_program(harness: Harness, sandbox_lib: Built) -> None:
+    import struct
+
+    from pappus.plan import Launch
+
+    dev = harness.device
+    kernel = dev.get_kernel(dev.load_module(sandbox_lib.image()), "fill_u8")
+    base = harness.pool.base
+    harness.pool.allocate(64)
+    try:
+        dev.launch(Launch("fill_u8", kernel, (1, 1, 1), (8, 1, 1), 0,
+                          (struct.pack("<Q", base), struct.pack("<Q", 64), b"\x05")))
+        dev.synchronize()
+        out = bytearray(64)
+        dev.read(base, memoryview(out))
+        assert out == b"\x05" * 64
+    finally:
+        harness.pool.release()
+
+
+def test_a_long_program_grows_the_command_region(harness: Harness, sandbox_lib: Built) -> None:
+    flow = [{"ExecKernel": {"name": "fill_u8", "args": [{"Ptr": "out"}, {"Sizeof": "out"},
+                                                        {"Constant": {"type": "u8", "value": i % 251}}],
+                            "grid": [1], "block": [1]}} for i in range(20000)]
+    cfg = {"schema": "pappus/function@1", "library": "k", "kernels": ["fill_u8"],
+           "blueprint": {"inputs": [], "buffers": {"out": 16}, "outputs": ["out"], "control_flow": flow}}
+    out = harness.run(cfg, {"k": sandbox_lib}, {})
+    assert out["out"] == bytes([19999 % 251]) * 16
+
+
+def test_device_spec_from_the_backend_builds_a_cpu_device() -> None:
+    from pappus_cpu.plugin import CPU_BACKEND
+
+    device = CPU_BACKEND.device(memory_bytes=1 << 20).create()
+    assert isinstance(device, CpuDevice)
+    assert device.memory_bytes == 1 << 20
+
+
+def test_a_program_that_carries_its_extent_bounds_the_child(build: Builder, sandbox_lib: Built) -> None:
+    """Forward compatible with core passing ``Program.extent`` (no bound pool needed)."""
+    import struct
+
+    from pappus.plan import Launch
+
+    h = Harness(bind=False)
+    try:
+        dev = h.device
+        kernel = dev.get_kernel(dev.load_module(sandbox_lib.image()), "write_at")
+
+        class Program(tuple):  # what core's Plan.program would return
+            extent: int
+
+        base = h.pool.base
+        h.pool.allocate(64)
+        try:
+            program = Program((Launch("write_at", kernel, (1, 1, 1), (1, 1, 1), 0,
+                                      (struct.pack("<Q", base), struct.pack("<q", 8192))),))
+            program.extent = 64
+            with pytest.raises(KernelFault) as info:
+                dev.run(program)
+            assert info.value.address == base + 8192 and "out_of_bounds" in info.value.reasons
+            program.extent = 16384  # the same write inside the extent is allowed
+            dev.run(program)
+        finally:
+            h.pool.release()
+    finally:
+        h.close()

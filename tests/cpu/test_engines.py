@@ -1,0 +1,67 @@
+"""The cpu backend behind pappus.Runtime: both engine kinds, deadlines, faults, violations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pappus
+from pappus.errors import DeadlineExceeded, KernelFault, SandboxViolation
+
+from .conftest import EXAMPLES, Builder, Built, load_json, single
+
+
+@pytest.fixture(scope="module")
+def matmul_lib(build: Builder) -> Built:
+    return build(EXAMPLES / "matmul" / "matmul.hip")
+
+
+def make_runtime(engine: str, tmp: Path, matmul_lib: Built, sandbox_lib: Built) -> pappus.Runtime:
+    rt = pappus.Runtime(engine=engine, state_dir=tmp, pool_bytes=16 << 20, workers=2)
+    rt.register_library("matmul", str(matmul_lib.path))
+    rt.register_library("k", str(sandbox_lib.path))
+    rt.register_function("matmul", load_json(EXAMPLES / "matmul" / "matmul.json"))
+    spin = single("spin", [{"Ptr": "out"}], buffers={"out": 64}, outputs=["out"])
+    rt.register_function("spin", spin)
+    rt.register_function("escape", single("do_open", [{"Ptr": "out"}], buffers={"out": 64}, outputs=["out"]))
+    rt.register_function("oob", single("write_at", [{"Ptr": "out"}, {"Constant": {"type": "i64", "value": 1 << 24}}],
+                                       buffers={"out": 64}, outputs=["out"]))
+    return rt
+
+
+@pytest.fixture(scope="module", params=["cpu-sequential", "cpu-multiprocess"])
+def runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, matmul_lib: Built,
+            sandbox_lib: Built) -> Iterator[pappus.Runtime]:
+    rt = make_runtime(request.param, tmp_path_factory.mktemp("state"), matmul_lib, sandbox_lib)
+    yield rt
+    rt.close()
+
+
+def check_matmul(rt: pappus.Runtime, seed: int) -> None:
+    a = np.random.default_rng(seed).integers(-100, 100, size=(128, 128), dtype=np.int64)
+    out = rt.invoke("matmul", {"A": a.tobytes()})
+    assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(128, 128), a @ a.T)
+
+
+def test_invoke_matmul(runtime: pappus.Runtime) -> None:
+    for seed in range(3):
+        check_matmul(runtime, seed)
+
+
+def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Runtime) -> None:
+    with pytest.raises(DeadlineExceeded):
+        runtime.invoke("spin", {}, deadline=0.5)
+    check_matmul(runtime, 10)
+
+
+def test_violations_and_faults_fail_alone(runtime: pappus.Runtime) -> None:
+    with pytest.raises(SandboxViolation) as info:
+        runtime.invoke("escape", {})
+    assert info.value.syscall == "openat"
+    with pytest.raises(KernelFault) as fault:
+        runtime.invoke("oob", {})
+    assert fault.value.kernel == "write_at"
+    check_matmul(runtime, 11)
