@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .engine import EngineBase, EngineOptions, Invocation, create_engine
-from .errors import BackendUnavailable, EngineClosed
+from .errors import BackendUnavailable, EngineClosed, PappusError
 from .plugins import Plugins
 
 log = logging.getLogger("pappus.dispatcher")
@@ -51,14 +51,15 @@ class Dispatcher:
                 return engine
             if engine is not None:  # unhealthy: replace it
                 log.warning("replacing unhealthy engine %s: %s", name, engine.unhealthy_reason)
-                engine.close(drain=False, timeout=1.0)
-                self.plugins.notify("pappus_engine_stopped", engine=name, reason="unhealthy")
+                threading.Thread(target=engine.close, kwargs={"drain": False, "timeout": 5.0},
+                                 name=f"pappus-close-{name}", daemon=True).start()
             backend, kind = self.plugins.resolve_engine(name)
             availability = self.plugins.availability(backend)
             if not availability:
                 raise BackendUnavailable(backend.name, availability.reason)
             engine = create_engine(backend, kind, self.options_for(name))
             engine.metrics.collect_records = self._observers
+            engine.on_unhealthy = self._replace
             try:
                 engine.wait_started(START_TIMEOUT)
             except BaseException:
@@ -68,6 +69,27 @@ class Dispatcher:
             self.plugins.notify("pappus_engine_started", engine=name, workers=getattr(engine, "workers", 1),
                                 pool_bytes=engine.capacity)
             return engine
+
+    def _replace(self, old: EngineBase) -> None:
+        """An engine went out of service: start its replacement now and move what was still
+        queued there, so invocations that never started are not failed for another's fault."""
+        with self._lock:
+            if self._closed or self.engines.get(old.name) is not old:
+                old.fail_queued(f"engine {old.name} is out of service: {old.unhealthy_reason}")
+                return
+        left = old.queue.close()
+        try:
+            new = self.engine(old.name)  # sees the old one unhealthy and starts a fresh one
+        except Exception as exc:
+            for inv in left:
+                inv.settle(None, exc if isinstance(exc, PappusError) else EngineClosed(str(exc)))
+            return
+        for inv in left:
+            try:
+                new.queue.put(inv)
+            except PappusError as exc:
+                inv.settle(None, exc)
+        self.plugins.notify("pappus_engine_stopped", engine=old.name, reason="unhealthy")
 
     def choose(self, name: str, invocation: Invocation) -> EngineBase:
         backend, sep, kind = name.rpartition("-")

@@ -199,3 +199,27 @@ def test_idle_worker_death_is_noticed_and_costs_no_invocation(tmp_path):
         assert not old & {s.pid for s in engine.slots}
     finally:
         rt.close()
+
+
+def test_queued_work_moves_to_the_replacement_of_a_stuck_engine(tmp_path):
+    """A kernel that cannot be stopped takes its engine out of service; what was queued behind
+    it never started, so it runs on the replacement instead of failing."""
+    from pappus.engine import EngineOptions
+
+    opts = EngineOptions(pool_bytes=4 << 20, abort_grace=0.3)
+    rt = pappus.Runtime(engine="host-sequential", state_dir=tmp_path / "state",
+                        engine_options={"host-sequential": opts})
+    try:
+        rt.register_library("m", HOST_LIB)
+        rt.register_function("mm", matmul_config(repeat=2))
+        rt.register_function("stuck", sleep_config(3000))
+        first = rt.engine()
+        stuck = rt.invoke_async("stuck", {}, deadline=0.2)
+        queued = [rt.invoke_async("mm", {"A": A.tobytes()}, deadline=30) for _ in range(5)]
+        with pytest.raises(DeadlineExceeded):
+            stuck.result(timeout=10)
+        for fut in queued:
+            check_mm(fut.result(timeout=30), A)
+        assert rt.engine() is not first and not first.healthy
+    finally:
+        rt.close()

@@ -114,6 +114,8 @@ class EngineBase(Engine):
         self.start_error: BaseException | None = None
         self._plans: dict[str, Plan] = {}
         self._plans_lock = threading.Lock()
+        #: Called (in a new thread) when the engine goes out of service after it had started.
+        self.on_unhealthy: Callable[[EngineBase], None] | None = None
 
     # --- public ----------------------------------------------------------------------------
 
@@ -163,10 +165,21 @@ class EngineBase(Engine):
             self.metrics.finished(inv, error)
 
     def mark_unhealthy(self, reason: str) -> None:
-        if self._healthy:
+        """Take this engine out of service. With a dispatcher watching (``on_unhealthy``), the
+        engine is replaced at once and invocations still queued move to the replacement; on its
+        own, they fail with EngineClosed. Either way each one settles exactly once."""
+        first = self._healthy
+        if first:
             log.warning("engine %s is unhealthy: %s", self.name, reason)
         self._healthy = False
         self.unhealthy_reason = reason
+        if not first:
+            return
+        if self.on_unhealthy is not None and self.started.is_set() and self.start_error is None:
+            threading.Thread(target=self.on_unhealthy, args=(self,), name=f"pappus-replace-{self.name}",
+                             daemon=True).start()
+        else:
+            self.fail_queued(f"engine {self.name} is out of service: {reason}")
 
     def fail_queued(self, reason: str) -> None:
         for inv in self.queue.close():

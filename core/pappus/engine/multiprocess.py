@@ -170,9 +170,8 @@ class MultiprocessEngine(EngineBase):
             log.warning("engine %s: worker %d failed to start", self.name, slot.index, exc_info=True)
             err = exc if isinstance(exc, PappusError) else DeviceError(f"worker failed to start: {exc!r}")
             self.start_error = err
-            self.mark_unhealthy(str(err))
             self.started.set()
-            self.fail_queued(f"engine {self.name} failed to start: {err}")
+            self.mark_unhealthy(str(err))
             return
         with self._start_lock:
             self._started_count += 1
@@ -187,7 +186,6 @@ class MultiprocessEngine(EngineBase):
                     failures += 1
                     if failures >= 5:
                         self.mark_unhealthy(f"worker {slot.index} cannot be respawned")
-                        self.fail_queued(f"engine {self.name}: workers cannot be respawned")
                         break
                     time.sleep(min(2.0, 0.05 * 2 ** failures))
                     continue

@@ -52,9 +52,8 @@ class SequentialEngine(EngineBase):
             self.executor.start()
         except BaseException as exc:  # report start failures to whoever waits
             self.start_error = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
-            self.mark_unhealthy(str(exc))
             self.started.set()
-            self.fail_queued(f"engine {self.name} failed to start: {exc}")
+            self.mark_unhealthy(str(exc))
             return
         self.started.set()
         while True:
@@ -147,9 +146,9 @@ class SequentialEngine(EngineBase):
                 if self._current is not inv:
                     return
             time.sleep(0.005)
-        # The device did not stop and a thread cannot be killed: take this engine out of service.
+        # The device did not stop and a thread cannot be killed: take this engine out of service
+        # (what is still queued moves to its replacement).
         self.mark_unhealthy(f"a kernel did not stop within {self.options.abort_grace} s of its deadline")
-        self.fail_queued(f"engine {self.name} is being replaced: a kernel did not stop")
 
     # --- shutdown ---------------------------------------------------------------------------
 
@@ -164,8 +163,9 @@ class SequentialEngine(EngineBase):
         self._closed = True
         with self._watch:
             self._watch.notify_all()
+        self.fail_queued(f"engine {self.name} closed")
         if self._thread.is_alive():
-            self.fail_queued(f"engine {self.name} closed")
-            log.warning("engine %s: thread still busy at close", self.name)
-        else:
-            self.fail_queued(f"engine {self.name} closed")
+            # Stuck in a kernel that would not stop: close the device under it, so whatever it
+            # runs (a sandboxed child, a GPU context) goes too instead of running on unowned.
+            log.warning("engine %s: thread still busy at close; closing its device", self.name)
+            self.executor.close()
