@@ -157,6 +157,8 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
         if reason.startswith("not claimed:"):
             return "not_claimed", reason
         return "skipped", reason
+    if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
+        return "xpassed-stale", f"a registered known gap now passes: remove it ({report.longrepr})"
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         message = getattr(crash, "message", None) or str(report.longrepr).strip().splitlines()[-1]

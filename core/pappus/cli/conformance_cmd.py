@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
     argv = ["-p", "pappus_conformance", "--pappus-backend", args.backend, "-q",
-            "--pappus-workers", str(args.workers), "-p", "no:cacheprovider"]
+            "--pappus-workers", str(args.workers), "-p", "no:cacheprovider",
+            # this process imported pappus already; pytest cannot rewrite asserts in it, and need not
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     # Locate the suite without importing the plugin, so pytest can still rewrite its asserts.
     import importlib.util
     from pathlib import Path

@@ -1,0 +1,1 @@
+"""A minimal out-of-tree pappus backend (see README.md)."""
