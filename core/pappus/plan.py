@@ -31,6 +31,7 @@ from .config.model import (
     Sizeof,
     SizeofArg,
     Sizing,
+    ValueArg,
 )
 from .errors import FieldError, InvalidInput
 from .kernels import DeviceLimits, KernelParam
@@ -92,6 +93,7 @@ class _ResolvedLaunch:
     block: tuple[int, int, int]
     shared: int
     packers: tuple[Callable[[int, dict[str, int], dict[str, int]], bytes], ...]
+    values: tuple[bytes, ...] = ()  # packed Value arguments, in argument order
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,20 +209,25 @@ class Plan:
             return ceil_div
         raise TypeError(f"unknown sizing {sizing!r}")
 
-    def _arg_packers(self, launch: ExecKernel) -> tuple[Callable[[int, dict[str, int], dict[str, int]], bytes], ...]:
+    def _arg_packers(self, launch: ExecKernel) -> tuple[Callable[..., bytes], ...]:
+        """One packer per argument: ``packer(base, offsets, sizes, values) -> bytes``."""
         params = self.signatures.get(launch.kernel)
-        packers: list[Callable[[int, dict[str, int], dict[str, int]], bytes]] = []
+        packers: list[Callable[..., bytes]] = []
+        value_index = 0
         for i, arg in enumerate(launch.args):
             size = params[i].size if params and i < len(params) else None
             if isinstance(arg, PtrArg):
                 buf = arg.buffer
-                packers.append(lambda base, offsets, sizes, b=buf: struct.pack("<Q", base + offsets[b]))
+                packers.append(lambda base, offsets, sizes, values, b=buf: struct.pack("<Q", base + offsets[b]))
             elif isinstance(arg, SizeofArg):
                 buf = arg.buffer
-                packers.append(lambda base, offsets, sizes, b=buf: struct.pack("<Q", sizes[b]))
+                packers.append(lambda base, offsets, sizes, values, b=buf: struct.pack("<Q", sizes[b]))
+            elif isinstance(arg, ValueArg):
+                packers.append(lambda base, offsets, sizes, values, k=value_index: values[k])
+                value_index += 1
             else:
                 packed = constant_bytes(arg, size)
-                packers.append(lambda base, offsets, sizes, p=packed: p)
+                packers.append(lambda base, offsets, sizes, values, p=packed: p)
         return tuple(packers)
 
     # --- per invocation --------------------------------------------------------------------
@@ -292,7 +299,9 @@ class Plan:
                 packers = self._packers.get(key)
                 if packers is None:
                     packers = self._packers[key] = self._arg_packers(action)
-                out.append(_ResolvedLaunch(action, grid, block, shared, packers))
+                values = tuple(self._value_arg(arg, f"{p}.args[{j}].Value", env, inputs)
+                               for j, arg in enumerate(action.args) if isinstance(arg, ValueArg))
+                out.append(_ResolvedLaunch(action, grid, block, shared, packers, values))
             else:
                 assert isinstance(action, Repeat)
                 p = f"{path}[{i}].Repeat"
@@ -313,6 +322,14 @@ class Plan:
             return _checked(fn(env, inputs))
         except _SizeProblem as exc:
             raise InvalidInput(FieldError(path, str(exc))) from None
+
+    def _value_arg(self, arg: ValueArg, path: str, env: _Env, inputs: Mapping[str, Any]) -> bytes:
+        value = self._value(arg.value, f"{path}.value", env, inputs)
+        width, kind, _, hi = DTYPES[arg.dtype]
+        if value > hi:
+            raise InvalidInput(FieldError(f"{path}.value", f"resolves to {value}, which does not fit in {arg.dtype}"))
+        fmt = (_INT_FORMATS if kind == "int" else _UINT_FORMATS)[width]
+        return struct.pack("<" + fmt, value)
 
     def _dims(self, dims: tuple[Sizing, Sizing, Sizing], path: str, env: _Env, inputs: Mapping[str, Any],
               maxima: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -340,7 +357,7 @@ class Plan:
             for step in steps:
                 if isinstance(step, _ResolvedLaunch):
                     name = step.action.kernel
-                    args = tuple(p(base, offsets, sizes) for p in step.packers)
+                    args = tuple(p(base, offsets, sizes, step.values) for p in step.packers)
                     out.append(Launch(name, handles.get(name), step.grid, step.block, step.shared, args))
                 else:
                     out.append(Loop(step.times, build(step.body)))

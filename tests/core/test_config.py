@@ -173,3 +173,16 @@ def test_kernels_from_several_libraries():
     assert cfg.libraries == ("m", "other")
     del doc["library"]
     assert_error(doc, "kernels[0]", "has no library")
+
+
+def test_value_argument_checks():
+    doc = matmul_config()
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    args = doc["blueprint"]["control_flow"][1]["Repeat"]["body"][0]["ExecKernel"]["args"]
+    args[2] = {"Value": {"type": "u8", "value": 300}}
+    assert_error(doc, "blueprint.control_flow[1].Repeat.body[0].ExecKernel.args[2].Value.value", "does not fit in u8")
+    args[2] = {"Value": {"type": "f32", "value": 1}}
+    assert_error(doc, "blueprint.control_flow[1].Repeat.body[0].ExecKernel.args[2].Value.type", "must be one of")
+    args[2] = {"Value": {"type": "i64", "value": {"FromInput": {"input": "cfg", "index": 0}}}}
+    parse_function(doc)
+    jsonschema.validate(doc, function_schema())

@@ -172,3 +172,19 @@ def test_input_larger_than_pool_is_out_of_memory(device):
     with pytest.raises(OutOfMemory) as info:
         run_invocation(device, pool, plan, {"A": bytes(1 << 16)}, handles)
     assert info.value.buffer == "B"
+
+
+def test_value_argument_read_from_an_input(device):
+    """Value passes an integer worked out per invocation: here the increment comes from cfg."""
+    doc = matmul_config(repeat=1)
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    body = doc["blueprint"]["control_flow"][1]["Repeat"]["body"][0]["ExecKernel"]
+    body["args"][2] = {"Value": {"type": "i64", "value": {"FromInput": {"input": "cfg", "index": 0, "type": "i64"}}}}
+    pool, plan, handles = setup(device, doc)
+    a = np.eye(4, dtype=np.int64)
+    for inc in (5, 11):
+        out = run_invocation(device, pool, plan, {"A": a.tobytes(), "cfg": struct.pack("<q", inc)}, handles)
+        assert (np.frombuffer(out["B"], np.int64).reshape(4, 4) == a + inc).all()
+    with pytest.raises(InvalidInput) as info:  # negative counts are refused before anything runs
+        run_invocation(device, pool, plan, {"A": a.tobytes(), "cfg": struct.pack("<q", -1)}, handles)
+    assert "Value.value" in str(info.value) and "negative" in str(info.value)

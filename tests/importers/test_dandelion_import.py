@@ -19,6 +19,7 @@ from pappus.config import (
     Repeat,
     Sizeof,
     SizeofArg,
+    check_function_against_libraries,
     library_name_problem,
     parse_function,
 )
@@ -656,3 +657,21 @@ def test_narrow_constants_retypes_i64_to_the_parameter_width(modules_tree: Path)
     assert len(notes) == 2 and "i64 5 passed as i32" in notes[0]
     parse_function(doc)
     assert result.config["blueprint"]["control_flow"][0]["ExecKernel"]["args"][1]["Constant"]["type"] == "i64"
+
+
+def test_ptr_to_a_count_parameter_passes_the_count(modules_tree: Path) -> None:
+    """Upstream's ML configs pass {"Ptr": "var_N"} to a 4-byte count parameter: pappus passes
+    the number stored in var_N (upstream's intent), not the low half of a device address."""
+    doc = modules_doc([exec_kernel(args=[{"Ptr": "x"}, {"Ptr": "var_0"}])], inputs=["x", "var_0"],
+                      outputs=["x"])
+    result = import_dandelion(doc, modules_dir=modules_tree)
+    kernel = KernelInfo("k", (KernelParam(8, ParamKind.POINTER), KernelParam(4, ParamKind.INT)))
+    info = LibraryInfo("amdgpu-elf", "gfx90a", {"k": kernel})
+    lib = next(iter(result.libraries))
+    config, notes = narrow_constants(result.config, {lib: info})
+    args = config["blueprint"]["control_flow"][0]["ExecKernel"]["args"]
+    assert args[0] == {"Ptr": "x"}
+    assert args[1] == {"Value": {"type": "i32", "value": {"FromInput": {"input": "var_0", "index": 0, "type": "i64"}}}}
+    assert {"name": "var_0", "size": 8} in config["blueprint"]["inputs"]
+    assert any("low bytes of a device address" in n for n in notes)
+    assert check_function_against_libraries(parse_function(config), {lib: info}) == []

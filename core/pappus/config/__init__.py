@@ -18,6 +18,7 @@ from .model import (
     Repeat,
     Sizeof,
     SizeofArg,
+    ValueArg,
     iter_launches,
 )
 from .parser import library_name_problem, load_config_document, parse_function
@@ -27,6 +28,6 @@ from .signatures import check_function_against_libraries
 __all__ = [
     "DEFAULT_LIMITS", "DTYPES", "Limits", "SCHEMA_ID", "Absolute", "Add", "Blueprint", "CeilDiv",
     "ConstantArg", "ExecKernel", "FromInput", "FunctionConfig", "InputSpec", "KernelRef", "Mul",
-    "PtrArg", "Repeat", "Sizeof", "SizeofArg", "iter_launches", "library_name_problem",
+    "PtrArg", "Repeat", "Sizeof", "SizeofArg", "ValueArg", "iter_launches", "library_name_problem",
     "load_config_document", "parse_function", "function_schema", "check_function_against_libraries",
 ]

@@ -84,7 +84,16 @@ class ConstantArg:
     value: int | float
 
 
-Arg = Union[PtrArg, SizeofArg, ConstantArg]
+@dataclass(frozen=True)
+class ValueArg:
+    """An integer worked out per invocation (e.g. read from an input with FromInput), passed as
+    ``dtype``; a value that does not fit is an invalid input, found before anything runs."""
+
+    dtype: str
+    value: Sizing
+
+
+Arg = Union[PtrArg, SizeofArg, ConstantArg, ValueArg]
 
 # --- control flow ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .model import (
     Sizeof,
     SizeofArg,
     Sizing,
+    ValueArg,
 )
 
 LIBRARY_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -602,8 +603,8 @@ class _Parser:
 
     def arg(self, entry: object, path: str, names: set[str]) -> Arg | None:
         if not isinstance(entry, dict) or len(entry) != 1:
-            self.err(path, "must be {\"Ptr\": buffer}, {\"Sizeof\": buffer} or "
-                           "{\"Constant\": {\"type\": ..., \"value\": ...}}")
+            self.err(path, "must be {\"Ptr\": buffer}, {\"Sizeof\": buffer}, "
+                           "{\"Constant\": {\"type\": ..., \"value\": ...}} or {\"Value\": {\"type\": ..., \"value\": size}}")
             return None
         (kind, body), = entry.items()
         p = _join(path, kind)
@@ -639,7 +640,23 @@ class _Parser:
                 self.err(_join(p, "value"), f"{val} does not fit in {dtype} ({int(lo)}..{int(hi)})")
                 return None
             return ConstantArg(dtype, int(val))  # type: ignore[arg-type]
-        self.err(path, f"unknown argument kind {kind!r} (use Ptr, Sizeof or Constant)")
+        if kind == "Value":
+            if not self.expect_object(body, p, {"type", "value"}, {"type", "value"}):
+                return None
+            assert isinstance(body, dict)
+            dtype = body.get("type")
+            if dtype not in INTEGER_DTYPES:
+                self.err(_join(p, "type"), f"must be one of {', '.join(INTEGER_DTYPES)}")
+                return None
+            sizing = self.sizing(body.get("value"), _join(p, "value"), names, 0)
+            if sizing is None:
+                return None
+            static = self.static_value(sizing)
+            if static is not None and static > DTYPES[dtype][3]:
+                self.err(_join(p, "value"), f"{static} does not fit in {dtype}")
+                return None
+            return ValueArg(dtype, sizing)
+        self.err(path, f"unknown argument kind {kind!r} (use Ptr, Sizeof, Constant or Value)")
         return None
 
     def repeat(self, body: object, path: str, names: set[str], kernels: set[str], depth: int) -> Repeat | None:

@@ -20,6 +20,7 @@ from .model import (
     FunctionConfig,
     PtrArg,
     SizeofArg,
+    ValueArg,
 )
 
 
@@ -43,6 +44,13 @@ def arg_size_problem(arg: object, param: KernelParam) -> str | None:
             return f"{arg.dtype} is an integer but the kernel expects {_describe(param)}"
         if param.kind in (ParamKind.INT, ParamKind.UINT) and kind == "float":
             return f"{arg.dtype} is a float but the kernel expects {_describe(param)}"
+        return None
+    if isinstance(arg, ValueArg):
+        width, _, _, _ = DTYPES[arg.dtype]
+        if width != param.size:
+            return f"{arg.dtype} is {width} bytes but the kernel expects {_describe(param)}"
+        if param.kind in (ParamKind.POINTER, ParamKind.FLOAT):
+            return f"an integer Value cannot be passed where the kernel expects {_describe(param)}"
         return None
     return f"unsupported argument {arg!r}"
 

@@ -1017,7 +1017,10 @@ class _Exporter:
             return {"Ptr": a.buffer}
         if isinstance(a, SizeofArg):
             return {"Sizeof": a.buffer}
-        assert isinstance(a, ConstantArg)
+        if not isinstance(a, ConstantArg):  # Value: worked out per invocation, unknown upstream
+            self.err(_join(path, type(a).__name__.removesuffix("Arg")),
+                     "has no upstream equivalent (Dandelion arguments are Ptr, Sizeof and Constant)")
+            return None
         if a.dtype == "i64":
             return {"Constant": int(a.value)}
         if a.dtype == "u64":  # the same 8 bytes, read as i64
@@ -1229,6 +1232,8 @@ def narrow_constants(config: Mapping[str, Any], libraries: Mapping[str, LibraryI
     doc = copy.deepcopy(dict(config))
     notes: list[str] = []
     lib_of = {k.name: k.library for k in fc.kernels}
+    input_names = set(fc.blueprint.input_names)
+    sized_inputs: set[str] = set()
 
     def walk(actions: tuple[Action, ...], raw: list[Any], path: str) -> None:
         for i, (action, entry) in enumerate(zip(actions, raw, strict=True)):
@@ -1240,6 +1245,20 @@ def narrow_constants(config: Mapping[str, Any], libraries: Mapping[str, LibraryI
             if kernel is None or len(kernel.params) != len(action.args):
                 continue
             for j, (arg, param) in enumerate(zip(action.args, kernel.params, strict=True)):
+                if (isinstance(arg, PtrArg) and arg.buffer in input_names and param.size in (4, 8)
+                        and param.kind in (ParamKind.INT, ParamKind.UINT, ParamKind.BYTES)):
+                    # Upstream's ML configs pass {"Ptr": "var_N"} for a count parameter; its harness
+                    # fills var_N with the count, but HIP then hands the kernel the low bytes of a
+                    # device address. The meaning is "the number in var_N": pass that number.
+                    dtype = f"{'u' if param.kind == ParamKind.UINT else 'i'}{param.size * 8}"
+                    entry["ExecKernel"]["args"][j] = {"Value": {"type": dtype, "value": {
+                        "FromInput": {"input": arg.buffer, "index": 0, "type": "i64"}}}}
+                    sized_inputs.add(arg.buffer)
+                    notes.append(f"{path}[{i}].ExecKernel.args[{j}]: Ptr {arg.buffer!r} passed to a "
+                                 f"{param.size}-byte value parameter of {action.kernel!r}: upstream gives the "
+                                 f"kernel the low bytes of a device address; pappus passes the number stored in "
+                                 f"{arg.buffer!r} (an i64, read as {dtype})")
+                    continue
                 if not (isinstance(arg, ConstantArg) and arg.dtype == "i64" and param.size in (1, 2, 4)):
                     continue
                 if param.kind not in (ParamKind.INT, ParamKind.UINT, ParamKind.BYTES):
@@ -1255,4 +1274,13 @@ def narrow_constants(config: Mapping[str, Any], libraries: Mapping[str, LibraryI
                              f"of parameter {j} of {action.kernel!r}")
 
     walk(fc.blueprint.control_flow, doc["blueprint"]["control_flow"], "blueprint.control_flow")
+    if sized_inputs:  # FromInput needs the size declared; upstream's harness writes one i64 there
+        declared = []
+        for entry in doc["blueprint"].get("inputs", []):
+            name = entry if isinstance(entry, str) else entry.get("name")
+            if name in sized_inputs and (isinstance(entry, str) or "size" not in entry):
+                entry = {"name": name, "size": 8}
+                notes.append(f"blueprint.inputs: {name!r} declared as exactly 8 bytes (one i64 count)")
+            declared.append(entry)
+        doc["blueprint"]["inputs"] = declared
     return doc, notes
