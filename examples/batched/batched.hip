@@ -1,7 +1,7 @@
 // The inference layer over a batch of 224x224 images: the batch index is blockIdx.z.
 #include <hip/hip_runtime.h>
 
-__global__ void conv5x5_batched(const float* img, const float* w, float* out, int n) {
+extern "C" __global__ void conv5x5_batched(const float* img, const float* w, float* out, int n) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= n || y >= n) return;
@@ -18,7 +18,7 @@ __global__ void conv5x5_batched(const float* img, const float* w, float* out, in
     out[(size_t)blockIdx.z * n * n + y * n + x] = fmaxf(acc, 0.0f);  // ReLU fused
 }
 
-__global__ void maxpool2_batched(const float* in, float* out, int n) {
+extern "C" __global__ void maxpool2_batched(const float* in, float* out, int n) {
     int m = n / 2;
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;

@@ -2,7 +2,7 @@
 // zero padding, ReLU, 2x2 max-pool. n is the image side (224).
 #include <hip/hip_runtime.h>
 
-__global__ void conv5x5(const float* img, const float* w, float* out, int n) {
+extern "C" __global__ void conv5x5(const float* img, const float* w, float* out, int n) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= n || y >= n) return;
@@ -18,12 +18,12 @@ __global__ void conv5x5(const float* img, const float* w, float* out, int n) {
     out[y * n + x] = acc;
 }
 
-__global__ void relu(float* x, int count) {
+extern "C" __global__ void relu(float* x, int count) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) x[i] = fmaxf(x[i], 0.0f);
 }
 
-__global__ void maxpool2(const float* in, float* out, int n) {
+extern "C" __global__ void maxpool2(const float* in, float* out, int n) {
     int m = n / 2;
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;

@@ -10,7 +10,7 @@ __device__ static int side(uint64_t size) {
 }
 
 // Naive: one output element per thread.
-__global__ void matmul_at(const int64_t* A, uint64_t size, int64_t* B) {
+extern "C" __global__ void matmul_at(const int64_t* A, uint64_t size, int64_t* B) {
     int n = side(size);
     int row = blockIdx.y * blockDim.y + threadIdx.y;
     int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -23,7 +23,7 @@ __global__ void matmul_at(const int64_t* A, uint64_t size, int64_t* B) {
 
 // Tiled: 16x16 tiles of A staged in shared memory, one __syncthreads per phase.
 #define TILE 16
-__global__ void matmul_at_tiled(const int64_t* A, uint64_t size, int64_t* B) {
+extern "C" __global__ void matmul_at_tiled(const int64_t* A, uint64_t size, int64_t* B) {
     __shared__ int64_t rows[TILE][TILE + 1];
     __shared__ int64_t cols[TILE][TILE + 1];
     int n = side(size);
