@@ -28,7 +28,7 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[dev,serve,cuda]' nvidia-cuda-cuobjdump
+	$(PIP) install -q -e '.[dev,serve,cuda,docs]' nvidia-cuda-cuobjdump
 	touch $@
 
 $(VENV)/.installed-hip: $(VENV)/.installed
@@ -70,7 +70,6 @@ type: $(VENV)/.installed
 	$(PY) -m mypy
 
 docs: $(VENV)/.installed
-	$(PIP) install -q -e '.[docs]'
 	$(PY) -m mkdocs build --strict
 
 clean:
