@@ -5,17 +5,17 @@ unless ``--pappus-backend`` names a backend. Where plugin autoloading is disable
 ``-p pappus_conformance``. The hooks and fixtures live in :mod:`pappus_conformance.plugin`.
 """
 
-from .plugin import (  # noqa: F401 - hooks and fixtures pytest finds on this module
-    pytest_addoption,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_report_header,
-    pytest_sessionfinish,
-)
 from .fixtures import (  # noqa: F401
     harness,
     make_harness,
     pappus_backend,
     pytest_generate_tests,
     suite_libraries,
+)
+from .plugin import (  # noqa: F401 - hooks and fixtures pytest finds on this module
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_report_header,
+    pytest_sessionfinish,
 )

@@ -126,7 +126,7 @@ class DeviceAPI(abc.ABC):
         walk(program)
         self.synchronize()
 
-    def unload_module(self, module: Any) -> None:
+    def unload_module(self, module: Any) -> None:  # noqa: B027 - optional, a no-op by default
         """Drop a module (module cache eviction). Default: nothing."""
 
     def set_malloc_heap_limit(self, nbytes: int) -> int:
@@ -148,7 +148,7 @@ class DeviceAPI(abc.ABC):
         """False once the device must not be used again (e.g. a sticky CUDA error)."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional, a no-op by default
         """Release the pool and the device."""
 
 

@@ -53,7 +53,7 @@ def run_invocation(
 def _run(device: DeviceAPI, pool: BufferPool, plan: Plan, inputs: Mapping[str, Any], handles: Mapping[str, Any],
          res: Resolution, names: list[str], sink: OutputSink | None) -> dict[str, Any]:
     placed = pool.layout([(name, res.sizes[name]) for name in names])
-    offsets = dict(zip(names, placed))
+    offsets = dict(zip(names, placed, strict=True))
     base = pool.base
     for name in plan.inputs:
         data = inputs[name]

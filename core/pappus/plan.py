@@ -13,7 +13,7 @@ import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .config.limits import DEFAULT_LIMITS, DTYPES, U64_MAX, Limits
 from .config.model import (
@@ -59,10 +59,10 @@ class Loop:
     body: tuple[Step, ...]
 
 
-Step = Union[Launch, Loop]
+Step = Launch | Loop
 
 
-class Program(tuple):  # type: ignore[type-arg]
+class Program(tuple):  # noqa: SLOT001
     """A launch program (a tuple of steps) plus ``extent``: the bytes from the pool base that
     this invocation's buffers span. A backend that can fence memory (the CPU backend) makes
     everything past the extent inaccessible to the kernels of this program."""
@@ -92,7 +92,7 @@ class _ResolvedLaunch:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared: int
-    packers: tuple[Callable[[int, dict[str, int], dict[str, int]], bytes], ...]
+    packers: tuple[Callable[..., bytes], ...]
     values: tuple[bytes, ...] = ()  # packed Value arguments, in argument order
 
 
@@ -375,7 +375,7 @@ class _SizeProblem(Exception):
     pass
 
 
-class _Env(dict):  # type: ignore[type-arg]
+class _Env(dict):
     """Name lookup for Sizeof in size expressions: inputs first (their bytes), then buffers."""
 
     def __init__(self, inputs: dict[str, int], buffers: dict[str, int]) -> None:

@@ -280,7 +280,7 @@ class Plugins:
 
 
 def _names(registry: BackendRegistry | FaultMonitorRegistry) -> list[str]:
-    return [getattr(item, "name") for item in registry]
+    return [item.name for item in registry]
 
 
 def _reason(exc: BaseException) -> str:

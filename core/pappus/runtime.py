@@ -186,13 +186,13 @@ class Runtime:
         quotas = self.tenants.quotas(tenant)
         self._check_count_quota(tenant, "functions", name, quotas.functions)
         doc = load_config_document(config, self.limits)
-        source_format, notes = "pappus", []
+        source_format, notes = "pappus", list[str]()
         if format not in (None, "pappus", "dandelion"):
             raise ValidationError(FieldError("format", f"unknown config format {format!r} (pappus, dandelion)"))
         if format == "dandelion" or (format is None and isinstance(doc, dict) and "schema" not in doc):
-            doc, notes = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion")
-            if notes is not None:
-                source_format = "dandelion"
+            doc, imported = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion")
+            if imported is not None:
+                source_format, notes = "dandelion", imported
         engine = doc.get("engine") if isinstance(doc, dict) and isinstance(doc.get("engine"), str) else None
         backend, _ = self._backend_for(engine or self.default_engine)
         cfg = parse_function(doc, limits=self.limits, device=backend.driver.device_limits())
@@ -201,18 +201,18 @@ class Runtime:
         errors: list[FieldError] = []
         for libname in cfg.libraries:
             try:
-                record = self.registry.get_library(tenant, libname)
+                lib_record = self.registry.get_library(tenant, libname)
             except NotFound:
                 errors.append(FieldError("library" if libname == cfg.library else "kernels",
                                          f"library {libname!r} is not registered"))
                 continue
             try:
-                infos[libname] = self.library_info(backend, record)
+                infos[libname] = self.library_info(backend, lib_record)
             except LibraryError as exc:
                 errors.append(FieldError("library", f"library {libname!r} cannot run on backend "
                                          f"{backend.name!r}: {exc.errors[0].message}"))
                 continue
-            libraries[libname] = record.sha256
+            libraries[libname] = lib_record.sha256
         if not errors:
             errors = check_function_against_libraries(cfg, infos, heap_limit=self.heap_limit,
                                                       device=backend.driver.device_limits())

@@ -24,12 +24,12 @@ from typing import Any
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
 from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
 from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
-
-log = logging.getLogger("pappus.hip")
 from pappus.plan import Launch
 
 from . import codeobject, runtime
 from .codeobject import TargetID
+
+log = logging.getLogger("pappus.hip")
 
 DEFAULT_ARCH = "gfx90a"
 

@@ -138,13 +138,13 @@ def test_many_mixed_invocations_from_threads(tmp_path):
 
         client_errors: list[BaseException] = []
 
-        def client(seed: int) -> None:
+        def client(seed: int, rt=rt, results=results, lock=lock, client_errors=client_errors) -> None:
             try:
-                submit_all(seed)
+                submit_all(seed, rt, results, lock)
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 client_errors.append(exc)
 
-        def submit_all(seed: int) -> None:
+        def submit_all(seed: int, rt, results, lock) -> None:
             rng = random.Random(seed)
             futs = []
             for _ in range(125):

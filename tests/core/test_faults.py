@@ -23,7 +23,7 @@ TWOS = (2).to_bytes(8, "little") * 16  # zeros times zeros, plus 2
 
 class ScriptedMonitor(FaultMonitor):
     name = "scripted"
-    started: list["ScriptedMonitor"] = []
+    started: list[ScriptedMonitor] = []
 
     def availability(self) -> Availability:
         return Availability(True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from pappus.errors import BackendUnavailable
 from pappus_cuda import runtime
 from pappus_cuda.plugin import CUDA_BACKEND, check

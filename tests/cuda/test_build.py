@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pappus.errors import PappusError
 from pappus_cuda.build import BuildError, build_cuda, check_targets, nvrtc_available
 from pappus_cuda.cubin import read_library

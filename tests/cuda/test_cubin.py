@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pappus.errors import LibraryError
 from pappus.kernels import ParamKind
 from pappus_cuda.cubin import (

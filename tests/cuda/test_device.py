@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from pappus.config import check_function_against_libraries, parse_function
 from pappus.errors import DeviceError, KernelFault
 from pappus.interfaces import LibraryImage

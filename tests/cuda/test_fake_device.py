@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from pappus.config import check_function_against_libraries, parse_function
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError
 from pappus.interfaces import LibraryImage

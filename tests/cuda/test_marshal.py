@@ -6,6 +6,7 @@ import ctypes
 import struct
 
 import pytest
+
 from pappus.errors import DeviceError
 from pappus.kernels import KernelParam
 from pappus_cuda import runtime

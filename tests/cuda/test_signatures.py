@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pappus.config import check_function_against_libraries, parse_function
 from pappus.kernels import DeviceLimits
 from pappus_cuda.cubin import read_library

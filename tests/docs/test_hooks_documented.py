@@ -9,8 +9,9 @@ from __future__ import annotations
 import inspect
 import re
 
-import pappus.hookspecs as hookspecs
 import pytest
+
+import pappus.hookspecs as hookspecs
 
 from .conftest import DOCS
 

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pappus
 import pytest
+
+import pappus
 from pappus import _version
 
 from .conftest import ROOT

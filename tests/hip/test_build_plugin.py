@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pappus.interfaces import Capability
 from pappus.plugins import Plugins
 from pappus_hip import plugin

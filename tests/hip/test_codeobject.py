@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from pappus.errors import LibraryError
 from pappus.kernels import ParamKind
 from pappus_hip.codeobject import TargetID, bundle_entries, read_library

@@ -16,6 +16,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError
 from pappus.interfaces import LibraryImage
 from pappus.kernels import KernelParam, ParamKind

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pappus.errors import LibraryError
 from pappus.kernels import LibraryInfo
 from pappus_hip.codeobject import bundle_entries, read_library

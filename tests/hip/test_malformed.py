@@ -6,6 +6,7 @@ import struct
 
 import msgpack
 import pytest
+
 from pappus.errors import LibraryError
 from pappus_hip.codeobject import MAX_METADATA_BYTES, read_library
 

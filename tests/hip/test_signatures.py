@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from pappus.config.parser import parse_function
 from pappus.config.signatures import check_function_against_libraries
 from pappus_hip.codeobject import read_library

@@ -53,6 +53,7 @@ class Helper:
 
     def __init__(self, path: Path) -> None:
         import cffi
+
         from pappus_hsa.binding import ffi as hsa_ffi
 
         self.path = path

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import Future
 
 import pytest
+
 from pappus.errors import KernelFault
 from pappus.interfaces import FaultEvent
 from pappus_hsa.attribution import FaultAttributor

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pappus_hsa import binding
 from pappus_hsa.monitor import HsaFaultMonitor
 

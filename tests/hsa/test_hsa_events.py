@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 from pappus.interfaces import FaultEvent
 from pappus_hsa.binding import HSA_STATUS_ERROR, HSA_STATUS_SUCCESS, ffi
 from pappus_hsa.events import EventHub, FaultChannel, HsaFault

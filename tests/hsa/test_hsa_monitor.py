@@ -8,6 +8,7 @@ import shutil
 import threading
 
 import pytest
+
 from pappus.errors import DeviceError
 from pappus.interfaces import FaultEvent, FaultMonitor
 from pappus_hsa import binding

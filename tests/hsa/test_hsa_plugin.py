@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
+
 from pappus.plugins import Plugins
 from pappus_hsa import plugin
 from pappus_hsa.monitor import HsaFaultMonitor

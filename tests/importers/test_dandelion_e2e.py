@@ -30,8 +30,8 @@ def load_ref(name):
 
 
 def launch(grid, block, shared=0):
-    out = {f"grid_dim_{a}": g for a, g in zip("xyz", grid)}
-    out.update({f"block_dim_{a}": b for a, b in zip("xyz", block)})
+    out = {f"grid_dim_{a}": g for a, g in zip("xyz", grid, strict=True)}
+    out.update({f"block_dim_{a}": b for a, b in zip("xyz", block, strict=True)})
     out["shared_mem_bytes"] = {"Absolute": shared}
     return out
 

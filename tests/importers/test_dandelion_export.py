@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pappus.errors import ValidationError
 from pappus.importers import detect_dandelion, export_dandelion, import_dandelion
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pappus.config import FunctionConfig, parse_function
 from pappus.importers import detect_dandelion, export_dandelion, import_dandelion
 from pappus.importers.dandelion import LAUNCH_FIELDS

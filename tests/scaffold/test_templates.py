@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from pappus.cli import main
 from pappus.errors import LibraryError, ValidationError
 from pappus.interfaces import Backend, DeviceAPI

@@ -13,9 +13,9 @@ import pytest
 from pappus.tenants import TenantStore
 
 from .helpers import (
-    A,
     HOST_LIB,
     UNLIMITED_RATE,
+    A,
     add_tenants,
     b64,
     invoke_mm,

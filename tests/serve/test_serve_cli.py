@@ -16,7 +16,14 @@ import pytest
 from pappus.serve.limits import is_loopback
 from pappus.serve.settings import make_settings
 
-from .helpers import HOST_LIB, UNLIMITED_RATE, add_tenants, process_server, serve_command, sleep_config
+from .helpers import (
+    HOST_LIB,
+    UNLIMITED_RATE,
+    add_tenants,
+    process_server,
+    serve_command,
+    sleep_config,
+)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.invalid"])

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         if errors:
             raise ValidationError(errors)
     kernels = len(config.kernels)
-    checked = f", checked against {len(libs)} librar{'y' if len(libs) == 1 else 'ies'} ({backend.name})" if libs else ""
+    checked = ""
+    if libs and backend is not None:
+        checked = f", checked against {len(libs)} librar{'y' if len(libs) == 1 else 'ies'} ({backend.name})"
     print(f"{args.config}: valid ({kernels} kernel{'s' if kernels != 1 else ''}{checked})")
     return 0
 

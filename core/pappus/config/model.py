@@ -8,7 +8,6 @@ these types and reports every problem at once; nothing here runs anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 SCHEMA_ID = "pappus/function@1"
 
@@ -57,7 +56,7 @@ class CeilDiv:
     denominator: Sizing
 
 
-Sizing = Union[Absolute, Sizeof, FromInput, Mul, Add, CeilDiv]
+Sizing = Absolute | Sizeof | FromInput | Mul | Add | CeilDiv
 
 # --- kernel arguments -----------------------------------------------------------------------
 
@@ -93,7 +92,7 @@ class ValueArg:
     value: Sizing
 
 
-Arg = Union[PtrArg, SizeofArg, ConstantArg, ValueArg]
+Arg = PtrArg | SizeofArg | ConstantArg | ValueArg
 
 # --- control flow ---------------------------------------------------------------------------
 
@@ -113,7 +112,7 @@ class Repeat:
     body: tuple[Action, ...]
 
 
-Action = Union[ExecKernel, Repeat]
+Action = ExecKernel | Repeat
 
 # --- function -------------------------------------------------------------------------------
 

@@ -226,7 +226,8 @@ class _Parser:
 
         # Inputs are buffers of their own size unless the blueprint sizes them explicitly.
         declared = {name for name, _ in buffers}
-        all_buffers = [(spec.name, Sizeof(spec.name)) for spec in inputs if spec.name not in declared]
+        all_buffers: list[tuple[str, Sizing]] = [(spec.name, Sizeof(spec.name)) for spec in inputs
+                                                 if spec.name not in declared]
         all_buffers += buffers
 
         self.check_sizing_graph(all_buffers, inputs)
@@ -361,7 +362,7 @@ class _Parser:
             if not isinstance(name, str):
                 self.err(_join(p, "input"), "must name an input")
                 ok = False
-            if not _is_int(index) or index < 0:
+            if not _is_int(index) or index < 0:  # type: ignore[operator]
                 self.err(_join(p, "index"), "must be a non-negative integer")
                 ok = False
             if dtype not in INTEGER_DTYPES:
@@ -369,18 +370,18 @@ class _Parser:
                 ok = False
             if not ok:
                 return None
-            node = FromInput(input=name, index=index, dtype=dtype)  # type: ignore[arg-type]
+            read = FromInput(input=str(name), index=int(index), dtype=str(dtype))  # type: ignore[arg-type]
             before = len(self.errors)
-            self.check_from_input(node, path, self.input_sizes)
-            return node if len(self.errors) == before else None
+            self.check_from_input(read, path, self.input_sizes)
+            return read if len(self.errors) == before else None
         if kind in ("Mul", "Add"):
             if not isinstance(body, list) or not body:
                 self.err(p, "must be a non-empty array of sizes")
                 return None
-            parts = [self.sizing(v, f"{p}[{i}]", names, depth + 1) for i, v in enumerate(body)]
-            if any(part is None for part in parts):
+            parsed = [self.sizing(v, f"{p}[{i}]", names, depth + 1) for i, v in enumerate(body)]
+            items = tuple(part for part in parsed if part is not None)
+            if len(items) != len(parsed):
                 return None
-            items = tuple(parts)  # type: ignore[arg-type]
             node: Sizing = Mul(items) if kind == "Mul" else Add(items)
             static = self.static_value(node)
             if static is not None and static > U64_MAX:
@@ -511,6 +512,7 @@ class _Parser:
                 self.err(p, "must be {\"ExecKernel\": {...}} or {\"Repeat\": {...}}")
                 continue
             (kind, body), = entry.items()
+            action: Action | None
             if kind == "ExecKernel":
                 action = self.exec_kernel(body, f"{p}.ExecKernel", names, kernels)
             elif kind == "Repeat":
@@ -543,7 +545,7 @@ class _Parser:
                 if threads > self.device.max_block_threads:
                     self.err(_join(path, "block"), f"{threads} threads per block exceed the device "
                              f"limit of {self.device.max_block_threads}")
-        shared = Absolute(0)
+        shared: Sizing = Absolute(0)
         if "shared_mem_bytes" in body:
             s = self.sizing(body["shared_mem_bytes"], _join(path, "shared_mem_bytes"), names, 0)
             if s is not None:
@@ -701,7 +703,7 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
     """Read a config from a path, JSON text/bytes or an already-decoded mapping."""
     if isinstance(source, Mapping):
         return dict(source)
-    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip()[:1] in ("{", "[")):
+    if isinstance(source, Path) or (isinstance(source, str) and source.lstrip()[:1] not in ("{", "[")):
         path = Path(source)
         try:
             size = path.stat().st_size

@@ -110,7 +110,7 @@ def check_function_against_libraries(
             errors.append(FieldError(f"{path}.args", f"kernel {launch.kernel!r} takes "
                                      f"{len(kernel.params)} arguments, {len(launch.args)} given"))
         else:
-            for j, (arg, param) in enumerate(zip(launch.args, kernel.params)):
+            for j, (arg, param) in enumerate(zip(launch.args, kernel.params, strict=True)):
                 problem = arg_size_problem(arg, param)
                 if problem:
                     errors.append(FieldError(f"{path}.args[{j}]", problem))

@@ -188,7 +188,7 @@ class HostDevice(DeviceAPI):
             raise DeadlineExceeded(0.0, kernel=launch.kernel)
         kernel: HostKernel = launch.handle
         values: list[Any] = []
-        for param, raw in zip(kernel.params, launch.args):
+        for param, raw in zip(kernel.params, launch.args, strict=True):
             if param.kind == ParamKind.FLOAT:
                 values.append(struct.unpack("<f", raw)[0])
             elif param.size == 8:

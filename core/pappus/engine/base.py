@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import EngineClosed, OutOfMemory, PappusError
 from ..interfaces import Backend, DeviceSpec, Engine
-from .executor import ExecutorConfig
 from ..plan import Plan
+from .executor import ExecutorConfig
 from .invocation import FunctionSpec, Invocation, InvocationRecord, outcome_of
 from .queue import FairQueue
 

@@ -129,7 +129,8 @@ class FaultAttributor:
                 self.recent_orphans.append(event)
                 outcome, targets, hit = "orphan", [], []
             else:
-                hit = [e for e in on_agent if exact and e.pool_start <= address < e.pool_end]
+                hit = [e for e in on_agent
+                       if exact and address is not None and e.pool_start <= address < e.pool_end]
                 concerned = hit or on_agent
                 targets = [e for e in concerned if not e.failed]
                 for e in targets:

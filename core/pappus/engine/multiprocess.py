@@ -11,14 +11,13 @@ Its pool memory goes with the process, so no other tenant can reach it.
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 import os
 import signal
+import socket
+import struct
 import threading
 import time
 from multiprocessing import connection, reduction
-from typing import Any
 
 from ..errors import (
     DeadlineExceeded,
@@ -326,7 +325,7 @@ class MultiprocessEngine(EngineBase):
             t.join(None if end is None else max(0.0, end - time.monotonic()))
         self._closed = True
         self.fail_queued(f"engine {self.name} closed")
-        for slot, t in zip(self.slots, self._threads):
+        for slot, t in zip(self.slots, self._threads, strict=True):
             if t.is_alive():  # still busy past the timeout: stop it hard
                 slot.kill()
         for t in self._threads:

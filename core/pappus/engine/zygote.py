@@ -158,7 +158,7 @@ def main(argv: list[str]) -> None:
     send(("ready", os.getpid()))
     children: set[int] = set()
     while True:
-        readable, _, _ = select.select([sock, rfd], [], [])
+        readable, _, _ = select.select([sock.fileno(), rfd], [], [])
         if rfd in readable:
             try:
                 while os.read(rfd, 4096):
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> None:
                 break
             children.discard(pid)
             send(("exited", pid, os.waitstatus_to_exitcode(status)))
-        if sock not in readable:
+        if sock.fileno() not in readable:
             continue
         try:
             data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 16)

@@ -41,7 +41,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config.parser import library_name_problem
-from ..errors import FieldError, Forbidden, PappusError, QuotaExceeded, Unauthorized, ValidationError
+from ..errors import (
+    FieldError,
+    Forbidden,
+    PappusError,
+    QuotaExceeded,
+    Unauthorized,
+    ValidationError,
+)
 from ..registry import FunctionRecord, LibraryRecord
 from .auth import Authenticator
 from .limits import read_body
