@@ -28,7 +28,7 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[dev,serve,cuda,docs]' nvidia-cuda-cuobjdump
+	$(PIP) install -q -e '.[dev,serve,cuda,docs,ray]' nvidia-cuda-cuobjdump
 	touch $@
 
 $(VENV)/.installed-hip: $(VENV)/.installed

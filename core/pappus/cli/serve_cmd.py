@@ -15,6 +15,8 @@ examples:
   pappus serve --engine cpu-multiprocess --workers 2 --port 8080
   pappus serve --config serve.toml               # same names as the flags, plus [quotas]
   pappus serve --no-auth                         # local development: loopback only
+  pappus serve --cluster ray://head:10001        # invocations run by engine actors on Ray
+  pappus serve --cluster local --no-auth         # a local Ray, one actor per core
 
   curl -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @matmul.so \\
        http://127.0.0.1:8080/v1/libraries/matmul
@@ -49,6 +51,13 @@ def add_parser(sub: Any, formatter: Any) -> None:
                    help="serving default of a quota (under the state directory's own); repeatable")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    # --- scale-out (pappus.cluster; docs/cluster.md) ---
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run invocations on engine actors on a Ray cluster: ray://HOST:PORT, HOST:PORT, "
+                        "'auto', or 'local' (start a local Ray); needs pip install 'pappus[ray]'")
+    p.add_argument("--cluster-actors", type=int, metavar="N",
+                   help="with --cluster: engine actors to start (default: one per device / CPU engine that "
+                        "the cluster's resources hold)")
     p.set_defaults(func=run_serve)
 
 
@@ -69,9 +78,24 @@ def run_serve(args: argparse.Namespace) -> int:
                              pool_bytes=args.pool_bytes, heap_limit=args.heap_limit, deadline=args.deadline,
                              drain_timeout=args.drain_timeout, log_level=args.log_level,
                              access_log=args.access_log, quotas=quotas)
+    if args.cluster:
+        return _run_cluster(args, settings)
     try:
         return int(run(settings))
     except BackendUnavailable:
         raise
+    except OSError as exc:
+        raise PappusError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+
+
+def _run_cluster(args: argparse.Namespace, settings: Any) -> int:
+    if importlib.util.find_spec("ray") is None:
+        raise PappusError("pappus serve --cluster needs Ray: pip install 'pappus[ray]'")
+    if args.cluster_actors is not None and args.cluster_actors < 1:
+        raise PappusError("--cluster-actors must be >= 1")
+    from ..cluster.serve import run_cluster
+
+    try:
+        return int(run_cluster(settings, args.cluster, actors=args.cluster_actors))
     except OSError as exc:
         raise PappusError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None

@@ -15,6 +15,7 @@ import math
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..runtime import Runtime
@@ -53,17 +54,23 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: ServeSettings, *, out: TextIO | None = None) -> int:
-    """Serve until a signal. Prints ``pappus: serving on http://HOST:PORT ...`` once ready."""
+def run(settings: ServeSettings, *, out: TextIO | None = None,
+        runtime_factory: Callable[[ServeSettings], Any] | None = None,
+        describe: Callable[[Any], str] | None = None) -> int:
+    """Serve until a signal. Prints ``pappus: serving on http://HOST:PORT ...`` once ready.
+
+    ``runtime_factory`` builds what requests run on (default: a local :class:`Runtime` whose
+    engine starts now, so a backend that cannot start fails here, clearly); ``describe`` says
+    what that is in the ready line (default: the engine).
+    """
     import uvicorn
 
     from .app import create_app
 
     out = out or sys.stdout
     check_no_auth_bind(settings.host, settings.no_auth)
-    runtime = build_runtime(settings)
+    runtime = (runtime_factory or _local_runtime)(settings)
     try:
-        runtime.engine()  # start the engine now: a backend that cannot start fails here, clearly
         sock = bind(settings.host, settings.port)
     except BaseException:
         runtime.close(drain=False, timeout=5)
@@ -75,13 +82,24 @@ def run(settings: ServeSettings, *, out: TextIO | None = None) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     auth = "no authentication, every caller is tenant 'default'" if settings.no_auth else "bearer tokens"
-    print(f"pappus: serving on http://{shown}:{port} (engine {settings.engine}, {auth})", file=out, flush=True)
+    what = describe(runtime) if describe else f"engine {settings.engine}"
+    print(f"pappus: serving on http://{shown}:{port} ({what}, {auth})", file=out, flush=True)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
         runtime.close(drain=False, timeout=5)
     return 0 if server.started else 1
+
+
+def _local_runtime(settings: ServeSettings) -> Runtime:
+    runtime = build_runtime(settings)
+    try:
+        runtime.engine()
+    except BaseException:
+        runtime.close(drain=False, timeout=5)
+        raise
+    return runtime
 
 
 def _make_server(config: Any, runtime: Runtime, drain_timeout: float, api: Any) -> Any:
