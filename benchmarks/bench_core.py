@@ -23,7 +23,7 @@ def alloc_cost(n_buffers: int = 100_000, sample: int = 2000) -> dict[str, float]
     dev.open()
     pool = BufferPool(dev, dev.reserve(n_buffers * 256 + 4096), n_buffers * 256 + 4096)
     early, late = [], []
-    for round_ in range(sample):
+    for _round in range(sample):
         pool.top = 0
         pool.high_water = 0
         for _ in range(9):

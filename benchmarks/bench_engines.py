@@ -1,0 +1,194 @@
+"""Engine-kit figures (issue 4), as ratios measured in one run.
+
+* overhead: p50 of an invocation through an engine minus p50 of the same launch program run
+  directly on the same DeviceAPI with preallocated buffers (no queue, no resolution, no pool,
+  no zeroing, no copies) — what the engine kit itself costs;
+* respawn: time from killing a multiprocess worker until a replacement has served;
+* throughput: multiprocess (2 workers) vs sequential on a compute-bound function.
+
+Also, for reference (no target): the same function called directly in this process with
+preallocated buffers and no isolation at all (``pappus_cpu.direct``, the building block of
+the ``dedicated`` baseline), so the whole path over a bare call is visible too. Engine and
+direct measurements are interleaved round by round, so drift on a shared machine hits all.
+
+    python benchmarks/bench_engines.py --backend cpu [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import tempfile
+import time
+from concurrent.futures import wait
+from pathlib import Path
+from typing import Any
+
+import pappus
+from pappus.bench.workloads import Workload, load_workload
+from pappus.engine.multiprocess import kill_worker
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def direct_run_times(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], n: int) -> list[float]:
+    """The launch program run straight on the sequential engine's own device."""
+    engine = rt.engine(f"{rt.backend.name}-sequential")
+    ex = engine.executor
+    spec = rt.function_spec(wl.function)
+    plan = ex.plan(spec)
+    handles, _ = ex.modules.kernel_handles(spec)
+    res = plan.resolve(inputs)
+    offsets = dict(zip([b for b, _ in plan.config.blueprint.buffers],
+                       ex.pool.layout([(b, res.sizes[b]) for b, _ in plan.config.blueprint.buffers]), strict=True))
+    for name in plan.inputs:  # inputs placed once: preallocated buffers
+        ex.device.write(ex.pool.base + offsets[name], memoryview(inputs[name]))
+    program = plan.program(res, ex.pool.base, handles, offsets)
+    times = []
+    # run from the engine's own thread would be fairer; the engine is idle, so its device is free
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ex.device.run(program)
+        times.append(time.perf_counter() - t0)
+    ex.pool.release()
+    return times
+
+
+def engine_times(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], engine: str, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        rt.invoke(wl.function, inputs, engine=engine)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def respawn_time(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], reps: int = 10) -> list[float]:
+    engine_name = f"{rt.backend.name}-multiprocess"
+    engine = rt.engine(engine_name)
+    out = []
+    for _ in range(reps):
+        rt.invoke(wl.function, inputs, engine=engine_name)
+        t0 = time.perf_counter()
+        kill_worker(engine, 0, signal.SIGKILL)
+        before = engine.metrics.respawns
+        # the replacement is ready when the supervisor has counted the respawn; then it serves
+        while engine.metrics.respawns == before:
+            # the supervisor notices on its next use of the worker: give it one
+            futs = [rt.invoke_async(wl.function, inputs, engine=engine_name) for _ in range(2)]
+            wait(futs)
+        rt.invoke(wl.function, inputs, engine=engine_name)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def throughput(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], engine: str, n: int) -> float:
+    rt.invoke(wl.function, inputs, engine=engine)
+    t0 = time.perf_counter()
+    futs = [rt.invoke_async(wl.function, inputs, engine=engine) for _ in range(n)]
+    wait(futs)
+    for f in futs:
+        f.result()
+    return n / (time.perf_counter() - t0)
+
+
+def dedicated_times(wl: Workload, inputs: dict[str, bytes], n: int) -> list[float]:
+    """The function called directly in this process, buffers preallocated, no isolation."""
+    from pappus_cpu.direct import DirectFunction
+
+    fn = DirectFunction(wl.config, wl.libraries)
+    wl.check(inputs, fn(inputs))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(inputs)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str = "inference50", n: int = 300,
+            rounds: int = 5, respawns: int = 10, n_heavy: int = 40) -> dict[str, Any]:
+    """Every figure of this benchmark, as a dict (what ``--json`` writes)."""
+    results: dict[str, Any] = {"backend": backend}
+    with tempfile.TemporaryDirectory() as tmp:
+        wl = load_workload(workload, backend)
+        heavy = load_workload(heavy_name, backend)
+        rt = pappus.Runtime(engine=f"{backend}-sequential", state_dir=Path(tmp) / "state", workers=2,
+                            queue_size=4096)
+        with rt:
+            for w in (wl, heavy):
+                w.register(rt)
+            inputs = wl.inputs(0)
+            for engine in (f"{backend}-sequential", f"{backend}-multiprocess"):
+                wl.check(inputs, rt.invoke(wl.function, inputs, engine=engine))
+                engine_times(rt, wl, inputs, engine, 20)
+            direct: list[float] = []
+            seq: list[float] = []
+            multi: list[float] = []
+            dedicated: list[float] = []
+            per = max(1, n // rounds)
+            for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant
+                direct += direct_run_times(rt, wl, inputs, per)
+                seq += engine_times(rt, wl, inputs, f"{backend}-sequential", per)
+                multi += engine_times(rt, wl, inputs, f"{backend}-multiprocess", per)
+                if backend == "cpu":
+                    dedicated += dedicated_times(wl, inputs, per)
+            results["overhead"] = {
+                "workload": wl.name, "direct_p50_us": p50(direct) * 1e6,
+                "sequential_p50_us": p50(seq) * 1e6, "multiprocess_p50_us": p50(multi) * 1e6,
+                "sequential_overhead_us": (p50(seq) - p50(direct)) * 1e6,
+                "multiprocess_overhead_us": (p50(multi) - p50(direct)) * 1e6, "n": len(seq),
+            }
+            if dedicated:
+                results["overhead"]["dedicated_p50_us"] = p50(dedicated) * 1e6
+            rs = respawn_time(rt, wl, inputs, respawns)
+            engine = rt.engine(f"{backend}-multiprocess")
+            spawn = list(engine.respawn_times)
+            results["respawn"] = {"p50_ms": p50(rs) * 1e3, "max_ms": max(rs) * 1e3, "runs": len(rs),
+                                  "spawn_p50_ms": p50(spawn) * 1e3 if spawn else None}
+            hin = heavy.inputs(0)
+            heavy.check(hin, rt.invoke(heavy.function, hin, engine=f"{backend}-multiprocess"))
+            t_seq = throughput(rt, heavy, hin, f"{backend}-sequential", n_heavy)
+            t_multi = throughput(rt, heavy, hin, f"{backend}-multiprocess", n_heavy)
+            results["throughput"] = {"workload": heavy.name, "sequential_rps": t_seq, "multiprocess_rps": t_multi,
+                                     "ratio": t_multi / t_seq, "invocations": n_heavy}
+    return results
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    backend = results["backend"]
+    o, r, t = results["overhead"], results["respawn"], results["throughput"]
+    lines = [f"[{backend}] {o['workload']}: direct {o['direct_p50_us']:.0f} us, sequential {o['sequential_p50_us']:.0f} us "
+             f"(+{o['sequential_overhead_us']:.0f} us, target <= 100), multiprocess {o['multiprocess_p50_us']:.0f} us "
+             f"(+{o['multiprocess_overhead_us']:.0f} us, target <= 300)"]
+    if "dedicated_p50_us" in o:
+        lines.append(f"[{backend}] {o['workload']}: called directly in process, no isolation: "
+                     f"{o['dedicated_p50_us']:.0f} us")
+    lines.append(f"[{backend}] respawn until serving again: p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
+                 "(target <= 50)")
+    lines.append(f"[{backend}] {t['workload']}: sequential {t['sequential_rps']:.1f}/s, multiprocess "
+                 f"{t['multiprocess_rps']:.1f}/s, ratio {t['ratio']:.2f} (target >= 1.7)")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--workload", default="matmul128")
+    ap.add_argument("--heavy", default="inference50", help="compute-bound workload for the throughput ratio")
+    ap.add_argument("-n", type=int, default=300)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    results = measure(args.backend, args.workload, args.heavy, args.n)
+    for line in report(results):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
