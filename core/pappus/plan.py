@@ -9,7 +9,6 @@ DeviceAPI executes (by default launch by launch; the CPU backend ships it whole 
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -193,10 +192,10 @@ class Plan:
             return read
         if isinstance(sizing, Mul):
             parts = [self._compile(f) for f in sizing.factors]
-            return lambda env, data: _checked(math.prod(p(env, data) for p in parts))
+            return lambda env, data: _product([p(env, data) for p in parts])
         if isinstance(sizing, Add):
             parts = [self._compile(t) for t in sizing.terms]
-            return lambda env, data: _checked(sum(p(env, data) for p in parts))
+            return lambda env, data: _sum([p(env, data) for p in parts])
         if isinstance(sizing, CeilDiv):
             num, den = self._compile(sizing.numerator), self._compile(sizing.denominator)
 
@@ -393,6 +392,28 @@ def _checked(value: int) -> int:
     if value > U64_MAX:
         raise _SizeProblem(f"resolves to {value}, which overflows 64 bits")
     return value
+
+
+def _product(values: list[int]) -> int:
+    """A product of sizes (each at most ``U64_MAX``), refused as soon as it passes ``U64_MAX``:
+    never a giant integer, whose cost would grow with every factor."""
+    if 0 in values:
+        return 0
+    product = 1
+    for v in values:
+        product *= v
+        if product > U64_MAX:
+            raise _SizeProblem(f"the product overflows 64 bits (more than {U64_MAX})")
+    return product
+
+
+def _sum(values: list[int]) -> int:
+    total = 0
+    for v in values:
+        total += v
+        if total > U64_MAX:
+            raise _SizeProblem(f"the sum overflows 64 bits (more than {U64_MAX})")
+    return total
 
 
 def _refs(sizing: Sizing, out: set[str]) -> None:

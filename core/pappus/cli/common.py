@@ -22,14 +22,37 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+MAX_INPUT_FILE_BYTES = 1 << 32  # 4 GiB: larger than any pool an input could go into
+
+
 def read_input(path: str) -> bytes:
     """Raw bytes of a file; ``.npy`` files give the array's raw data (C order)."""
     p = Path(path)
+    data = _read_capped(p, MAX_INPUT_FILE_BYTES, "input")
     if p.suffix == ".npy":
+        import io
+
         import numpy as np
 
-        return np.ascontiguousarray(np.load(p, allow_pickle=False)).tobytes()
-    return p.read_bytes()
+        return np.ascontiguousarray(np.load(io.BytesIO(data), allow_pickle=False)).tobytes()
+    return data
+
+
+def read_library_file(path: str) -> bytes:
+    """A library file named on the command line: a regular file, at most the runtime's library limit."""
+    from ..runtime import MAX_LIBRARY_BYTES
+
+    return _read_capped(Path(path), MAX_LIBRARY_BYTES, "library")
+
+
+def _read_capped(path: Path, limit: int, what: str) -> bytes:
+    """Regular files only (never a device or FIFO that would not end), never more than ``limit``."""
+    from .._files import read_regular_file
+
+    data = read_regular_file(path, limit)
+    if len(data) > limit:
+        raise OSError(0, f"the {what} file is larger than {limit} bytes", str(path))
+    return data
 
 
 def add_runtime_options(parser: argparse.ArgumentParser, engine_default: str | None = "cpu-sequential") -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, LibraryError, ValidationError
-from .common import pairs
+from .common import pairs, read_library_file
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         errors = []
         for name, path in libs.items():
             try:
-                infos[name] = backend.driver.inspect_library(Path(path).read_bytes())
+                infos[name] = backend.driver.inspect_library(read_library_file(path))
             except LibraryError as exc:
                 errors.append(FieldError(f"--library {name}", exc.errors[0].message))
             except OSError as exc:
@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
 def guess_backend(plugins: Any, path: str) -> Any:
     """The first backend whose driver accepts the file."""
-    data = Path(path).read_bytes()
+    try:
+        data = read_library_file(path)
+    except OSError as exc:
+        raise LibraryError(f"cannot read {path}: {exc.strerror}", "--library") from None
     reasons = []
     for backend in plugins.backends:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._files import read_regular_file
 from ..errors import FieldError, ValidationError
 from ..kernels import DeviceLimits
 from .limits import DEFAULT_LIMITS, DTYPES, INTEGER_DTYPES, U64_MAX, Limits
@@ -104,7 +105,7 @@ class _Parser:
         for key in value:
             if key not in allowed:
                 hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
-                self.err(_join(path, str(key)), f"unknown field{hint}")
+                self.err(_join(path, _key(key)), f"unknown field{hint}")
         for key in sorted(required):
             if key not in value:
                 self.err(_join(path, key), "is required")
@@ -137,11 +138,11 @@ class _Parser:
             if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
                 self.err("deadline", f"must be a number of seconds, not {_typename(deadline)}")
                 deadline = None
-            elif not math.isfinite(deadline) or deadline <= 0:
+            elif (isinstance(deadline, float) and math.isnan(deadline)) or deadline <= 0:
                 self.err("deadline", "must be a positive number of seconds")
                 deadline = None
-            elif deadline > self.limits.max_deadline:
-                self.err("deadline", f"{deadline:g} s exceeds the limit of {self.limits.max_deadline:g} s")
+            elif deadline > self.limits.max_deadline:  # exact for ints of any size, and for inf
+                self.err("deadline", f"{_show(deadline)} s exceeds the limit of {self.limits.max_deadline:g} s")
                 deadline = None
         engine = doc.get("engine")
         if engine is not None and not (isinstance(engine, str) and re.fullmatch(r"[a-z0-9_-]{1,64}", engine)):
@@ -150,6 +151,9 @@ class _Parser:
         description = doc.get("description")
         if description is not None and not isinstance(description, str):
             self.err("description", f"must be a string, not {_typename(description)}")
+            description = None
+        elif description is not None and _key(description) != description:
+            self.err("description", "must be valid Unicode text (it holds a lone surrogate)")
             description = None
         if self.errors or blueprint is None:
             return None
@@ -269,7 +273,8 @@ class _Parser:
                         self.err(_join(p, "size"), "must be a non-negative integer number of bytes")
                         size = None
                     elif size > self.limits.max_buffer_bytes:
-                        self.err(_join(p, "size"), f"{size} bytes exceed the limit of {self.limits.max_buffer_bytes}")
+                        self.err(_join(p, "size"), f"{_show(size)} bytes exceed the limit of "
+                                 f"{self.limits.max_buffer_bytes}")
                         size = None
             else:
                 name = entry
@@ -294,8 +299,8 @@ class _Parser:
             return out
         known = input_names | set(value)
         for name, spec in value.items():
-            p = _join(path, name)
-            if not BUFFER_NAME_RE.fullmatch(name):
+            p = _join(path, _key(name))
+            if not isinstance(name, str) or not BUFFER_NAME_RE.fullmatch(name):
                 self.err(p, "is not a valid buffer name ([A-Za-z_][A-Za-z0-9_]{0,63})")
                 continue
             sizing = self.sizing(spec, p, known, 0)
@@ -385,7 +390,7 @@ class _Parser:
             node: Sizing = Mul(items) if kind == "Mul" else Add(items)
             static = self.static_value(node)
             if static is not None and static > U64_MAX:
-                self.err(p, f"overflows 64 bits ({static})")
+                self.err(p, f"overflows 64 bits (more than {U64_MAX})")
                 return None
             return node
         if kind == "CeilDiv":
@@ -405,27 +410,39 @@ class _Parser:
 
     def absolute(self, value: int, path: str) -> Absolute | None:
         if value < 0:
-            self.err(path, f"must not be negative ({value})")
+            self.err(path, f"must not be negative ({_show(value)})")
             return None
         if value > U64_MAX:
-            self.err(path, f"{value} does not fit in 64 bits")
+            self.err(path, f"{_show(value)} does not fit in 64 bits")
             return None
         return Absolute(value)
 
     def static_value(self, sizing: Sizing) -> int | None:
-        """The value of a size that does not depend on inputs, else None."""
+        """The value of a size that does not depend on inputs, else None.
+
+        Products and sums saturate at ``2**64`` (one past ``U64_MAX``): anything larger is refused
+        the same way, and no giant integer is ever built (its cost grows with every factor).
+        """
         if isinstance(sizing, Absolute):
-            return sizing.value
+            return min(sizing.value, _SATURATED)
         if isinstance(sizing, Mul):
             vals = [self.static_value(f) for f in sizing.factors]
             if any(v == 0 for v in vals):
                 return 0
             if any(v is None for v in vals):
                 return None
-            return math.prod(vals)  # type: ignore[arg-type]
+            product = 1
+            for v in vals:
+                product = min(product * v, _SATURATED)  # type: ignore[operator]
+            return product
         if isinstance(sizing, Add):
             vals = [self.static_value(t) for t in sizing.terms]
-            return None if any(v is None for v in vals) else sum(vals)  # type: ignore[arg-type]
+            if any(v is None for v in vals):
+                return None
+            total = 0
+            for v in vals:
+                total = min(total + v, _SATURATED)  # type: ignore[operator]
+            return total
         if isinstance(sizing, CeilDiv):
             num, den = self.static_value(sizing.numerator), self.static_value(sizing.denominator)
             if num is None or den is None or den == 0:
@@ -489,7 +506,7 @@ class _Parser:
             return
         end = (sizing.index + 1) * width
         if end > size:
-            self.err(p + ".index", f"reads bytes {end - width}..{end} of input {sizing.input!r}, "
+            self.err(p + ".index", f"reads bytes {_show(end - width)}..{_show(end)} of input {sizing.input!r}, "
                      f"which has only {size} bytes")
 
     # --- control flow ----------------------------------------------------------------------
@@ -623,7 +640,7 @@ class _Parser:
                 return None
             assert isinstance(body, dict)
             dtype, val = body.get("type"), body.get("value")
-            if dtype not in DTYPES:
+            if not isinstance(dtype, str) or dtype not in DTYPES:
                 self.err(_join(p, "type"), f"must be one of {', '.join(DTYPES)}")
                 return None
             _, kind_, lo, hi = DTYPES[dtype]
@@ -631,15 +648,15 @@ class _Parser:
                 if isinstance(val, bool) or not isinstance(val, (int, float)):
                     self.err(_join(p, "value"), f"must be a number, not {_typename(val)}")
                     return None
-                if not math.isfinite(val) or not lo <= val <= hi:
-                    self.err(_join(p, "value"), f"{val!r} does not fit in {dtype}")
+                if (isinstance(val, float) and not math.isfinite(val)) or not lo <= val <= hi:
+                    self.err(_join(p, "value"), f"{_show(val)} does not fit in {dtype}")
                     return None
                 return ConstantArg(dtype, float(val))
             if not _is_int(val):
                 self.err(_join(p, "value"), f"must be an integer for {dtype}, not {_typename(val)}")
                 return None
             if not lo <= val <= hi:  # type: ignore[operator]
-                self.err(_join(p, "value"), f"{val} does not fit in {dtype} ({int(lo)}..{int(hi)})")
+                self.err(_join(p, "value"), f"{_show(val)} does not fit in {dtype} ({int(lo)}..{int(hi)})")
                 return None
             return ConstantArg(dtype, int(val))  # type: ignore[arg-type]
         if kind == "Value":
@@ -694,8 +711,25 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_SATURATED = U64_MAX + 1  # static sizes are computed up to here and no further
+
+
+def _key(key: object) -> str:
+    """A mapping key as it may appear in an error path: a string, with any lone surrogate
+    escaped (an error must always be encodable as UTF-8, e.g. in an HTTP body)."""
+    text = key if isinstance(key, str) else _short(key)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _show(value: object) -> str:
+    """A number for an error message; never fails (huge ints cannot always become text)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"a {value.bit_length()}-bit integer"
+    return repr(value)
+
+
 def _short(value: object) -> str:
-    text = repr(value)
+    text = _show(value) if isinstance(value, int) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -705,13 +739,15 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
         return dict(source)
     if isinstance(source, Path) or (isinstance(source, str) and source.lstrip()[:1] not in ("{", "[")):
         path = Path(source)
-        try:
-            size = path.stat().st_size
+
+        def check(size: int) -> None:
+            if size > limits.max_config_bytes:
+                raise ValidationError(FieldError("", f"config is {size} bytes; the limit is {limits.max_config_bytes}"))
+
+        try:  # a regular file only, read with a cap (never a device, FIFO or directory)
+            source = read_regular_file(path, limits.max_config_bytes, check)
         except OSError as exc:
             raise ValidationError(FieldError("", f"cannot read config {str(path)!r}: {exc.strerror}")) from None
-        if size > limits.max_config_bytes:
-            raise ValidationError(FieldError("", f"config is {size} bytes; the limit is {limits.max_config_bytes}"))
-        source = path.read_bytes()
     if isinstance(source, (bytes, bytearray)):
         if len(source) > limits.max_config_bytes:
             raise ValidationError(FieldError("", f"config is {len(source)} bytes; the limit is {limits.max_config_bytes}"))
@@ -719,17 +755,23 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
             source = bytes(source).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(FieldError("", f"config is not UTF-8: {exc.reason} at byte {exc.start}")) from None
-    assert isinstance(source, str)
+    if not isinstance(source, str):  # an already-decoded document that is not an object
+        raise ValidationError(FieldError("", f"a config must be a JSON object, not {_typename(source)}"))
     if len(source) > limits.max_config_bytes:
         raise ValidationError(FieldError("", f"config is {len(source)} characters; the limit is {limits.max_config_bytes}"))
     try:
-        return json.loads(source, parse_constant=_reject_constant)
+        doc = json.loads(source, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValidationError(FieldError("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")) from None
     except RecursionError:
         raise ValidationError(FieldError("", "JSON nests too deeply")) from None
     except ValueError as exc:
         raise ValidationError(FieldError("", str(exc))) from None
+    # Only an object is a config. Anything else is refused here, so that no caller hands a
+    # decoded value back in as a source: a JSON string would be taken for a path to read.
+    if not isinstance(doc, dict):
+        raise ValidationError(FieldError("", f"a config must be a JSON object, not {_typename(doc)}"))
+    return doc
 
 
 def _reject_constant(name: str) -> Any:
