@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .errors import DeviceError, FieldError, InvalidInput
 from .interfaces import DeviceAPI
 from .plan import Plan, Resolution
 from .pool import BufferPool
@@ -58,8 +59,15 @@ def _run(device: DeviceAPI, pool: BufferPool, plan: Plan, inputs: Mapping[str, A
     for name in plan.inputs:
         data = inputs[name]
         view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        # Sized in bytes, and never more than its buffer holds (Plan.resolve checked this for
+        # the same inputs; this copy must not trust that it was given the same ones).
+        if view.nbytes > res.sizes[name]:
+            raise InvalidInput(FieldError(f"inputs.{name}", f"has {view.nbytes} bytes but its buffer holds "
+                                          f"only {res.sizes[name]}"))
         if view.nbytes:
-            device.write(base + offsets[name], view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+            device.write(pool.span(offsets[name], view.nbytes, name), view)
     device.run(plan.program(res, base, handles, offsets))
     outputs: dict[str, Any] = {}
     for name in plan.outputs:
@@ -67,11 +75,14 @@ def _run(device: DeviceAPI, pool: BufferPool, plan: Plan, inputs: Mapping[str, A
         if sink is None:
             out = bytearray(size)
             if size:
-                device.read(base + offsets[name], memoryview(out))
+                device.read(pool.span(offsets[name], size, name), memoryview(out))
             outputs[name] = bytes(out)
         else:
             dst = sink(name, size)
+            if memoryview(dst).nbytes != size:
+                raise DeviceError(f"output {name!r} is {size} bytes but its destination holds "
+                                  f"{memoryview(dst).nbytes}")
             if size:
-                device.read(base + offsets[name], dst)
+                device.read(pool.span(offsets[name], size, name), dst)
             outputs[name] = dst
     return outputs

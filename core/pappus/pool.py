@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .errors import OutOfMemory
+from .errors import DeviceError, OutOfMemory
 
 DEFAULT_ALIGNMENT = 256
 
@@ -79,6 +79,15 @@ class BufferPool:
             self.high_water = end
         self.allocations += 1
         return offset
+
+    def span(self, offset: int, nbytes: int, name: str = "buffer") -> int:
+        """The device address of ``[offset, offset + nbytes)``, refused (DeviceError) unless that
+        range lies inside what is handed out now: every copy into or out of the pool goes through
+        here, so none can reach past the allocation, nor past the range ``release`` zeroes."""
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.top:
+            raise DeviceError(f"a copy of {nbytes} bytes at offset {offset} for {name!r} is outside the "
+                              f"{self.top} bytes allocated in the pool")
+        return self.base + offset
 
     def layout(self, sizes: list[tuple[str, int]]) -> list[int]:
         """Allocate several buffers at once; on OutOfMemory nothing stays allocated."""

@@ -30,12 +30,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._files import read_regular_file
 from .config.limits import DEFAULT_LIMITS, Limits
 from .config.parser import library_name_problem, load_config_document, parse_function
 from .config.signatures import check_function_against_libraries
 from .dispatcher import Dispatcher
 from .engine import EngineOptions, FunctionSpec, Invocation, LibraryRef
-from .errors import FieldError, LibraryError, NotFound, ValidationError
+from .engine.invocation import check_deadline, input_views
+from .errors import BackendUnavailable, FieldError, LibraryError, NotFound, ValidationError
 from .interfaces import Backend
 from .kernels import LibraryInfo
 from .plugins import Plugins, get_plugins
@@ -73,7 +75,9 @@ class Runtime:
         self.tenants = tenants if tenants is not None else TenantStore(registry=self.registry)
         self.heap_limit = heap_limit
         self.limits = limits
-        self.default_deadline = deadline or limits.default_deadline
+        # the operator's default obeys the same bounds as a caller's deadline (InvalidInput names it)
+        self.default_deadline = limits.default_deadline if deadline is None else check_deadline(
+            deadline, limits.max_deadline)
         self.max_library_bytes = max_library_bytes
         self._base_options = EngineOptions(workers=workers, queue_size=queue_size, heap_limit=heap_limit,
                                            pool_bytes=pool_bytes, device_options=dict(device_options or {}))
@@ -152,9 +156,9 @@ class Runtime:
             data = bytes(source)
         else:
             path = Path(source)
-            try:
-                check(path.stat().st_size)
-                data = path.read_bytes()
+            cap = self.max_library_bytes if quota is None else min(self.max_library_bytes, quota)
+            try:  # a regular file only, read with a cap (never a device, FIFO or directory)
+                data = read_regular_file(path, cap, check)
             except OSError as exc:
                 raise LibraryError(f"cannot read {str(path)!r}: {exc.strerror}") from None
         check(len(data))
@@ -194,8 +198,23 @@ class Runtime:
             if imported is not None:
                 source_format, notes = "dandelion", imported
         engine = doc.get("engine") if isinstance(doc, dict) and isinstance(doc.get("engine"), str) else None
-        backend, _ = self._backend_for(engine or self.default_engine)
-        cfg = parse_function(doc, limits=self.limits, device=backend.driver.device_limits())
+        engine_error: FieldError | None = None
+        try:
+            backend, _ = self._backend_for(engine or self.default_engine)
+        except BackendUnavailable as exc:
+            if engine is None:
+                raise
+            # An engine the config names but no plugin provides is a problem of the config.
+            engine_error = FieldError("engine", f"{engine[:80]!r} is not an engine here: {exc.fields['reason']}")
+            backend, _ = self._backend_for(self.default_engine)
+        try:
+            cfg = parse_function(doc, limits=self.limits, device=backend.driver.device_limits())
+        except ValidationError as exc:
+            if engine_error is None or any(e.path == "engine" for e in exc.errors):
+                raise
+            raise ValidationError([engine_error, *exc.errors]) from None
+        if engine_error is not None:
+            raise ValidationError(engine_error)
         libraries: dict[str, str] = {}
         infos: dict[str, LibraryInfo] = {}
         errors: list[FieldError] = []
@@ -299,10 +318,20 @@ class Runtime:
 
     def invoke_async(self, name: str, inputs: Mapping[str, Any], *, tenant: str = "default",
                      deadline: float | None = None, engine: str | None = None) -> Future[dict[str, bytes]]:
-        """Queue an invocation; the future resolves to the outputs or raises a pappus error."""
+        """Queue an invocation; the future resolves to the outputs or raises a pappus error.
+
+        ``inputs`` maps each input name to its bytes: ``bytes``, or any buffer-protocol object
+        (``bytearray``, ``memoryview``, a numpy array, ...) taken as its raw bytes in C order,
+        sized by ``nbytes`` (never ``len()``). Contiguous buffers are used in place and must
+        not change until the invocation settles; non-contiguous ones are copied. Anything else
+        (``str``, ``int``, ``None``, a list, ...) raises ``InvalidInput`` naming the input.
+        ``deadline`` (seconds) must be finite, positive and at most ``limits.max_deadline``
+        (24 h by default), else ``InvalidInput`` on ``deadline``.
+        """
         spec = self.function_spec(name, tenant)
-        if deadline is not None and not deadline > 0:
-            raise ValidationError(FieldError("deadline", "must be a positive number of seconds"), what="request")
+        if deadline is not None:
+            deadline = check_deadline(deadline, self.limits.max_deadline)
+        inputs = input_views(inputs)
         invocation = Invocation(spec, inputs, deadline or spec.deadline, tenant)
         chosen = self.dispatcher.choose(engine or spec.engine, invocation)
         queued = self.tenants.quotas(tenant).queued_invocations

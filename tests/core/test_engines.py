@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import struct
 import threading
 import time
 from concurrent.futures import wait
@@ -109,10 +110,14 @@ def test_kill_worker_mid_invocation(tmp_path):
         engine = rt.engine()
         fut = rt.invoke_async("sleep", {}, deadline=30)
         deadline = time.monotonic() + 20
-        while not any(s.current for s in engine.slots):
+
+        def running(s) -> bool:  # the worker has picked the run up (not only been sent it)
+            return s.current is not None and struct.unpack_from("<Q", s.arena.view, 0)[0] == s.seq
+
+        while not any(running(s) for s in engine.slots):
             assert time.monotonic() < deadline, "the invocation never started"
             time.sleep(0.01)
-        busy = next(i for i, s in enumerate(engine.slots) if s.current)
+        busy = next(i for i, s in enumerate(engine.slots) if running(s))
         victim = kill_worker(engine, busy, signal.SIGKILL)
         with pytest.raises(WorkerLost) as info:
             fut.result(timeout=10)

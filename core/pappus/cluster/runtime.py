@@ -49,6 +49,7 @@ from typing import Any
 
 from ..config.limits import DEFAULT_LIMITS, Limits
 from ..engine import FunctionSpec, Invocation, Metrics
+from ..engine.invocation import check_deadline, input_views
 from ..engine.queue import FairQueue
 from ..errors import (
     BackendUnavailable,
@@ -387,8 +388,10 @@ class ClusterRuntime:
         if self._closing:
             raise EngineClosed("cluster runtime is closed")
         spec = self.function_spec(name, tenant)
-        if deadline is not None and not deadline > 0:
-            raise ValidationError(FieldError("deadline", "must be a positive number of seconds"), what="request")
+        if deadline is not None:
+            deadline = check_deadline(deadline, self.limits.max_deadline)
+        # Sized in bytes, InvalidInput if not bytes-like; copied to bytes, as they travel pickled.
+        inputs = {k: v if isinstance(v, bytes) else bytes(v) for k, v in input_views(inputs).items()}
         engine_name = engine or spec.engine or self.default_engine
         self._check_engine(engine_name)
         inv = Invocation(spec, inputs, deadline or spec.deadline, tenant, future=ClusterFuture())

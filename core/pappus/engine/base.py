@@ -15,7 +15,7 @@ from ..errors import EngineClosed, OutOfMemory, PappusError
 from ..interfaces import Backend, DeviceSpec, Engine
 from ..plan import Plan
 from .executor import ExecutorConfig
-from .invocation import FunctionSpec, Invocation, InvocationRecord, outcome_of
+from .invocation import FunctionSpec, Invocation, InvocationRecord, input_views, outcome_of
 from .queue import FairQueue
 
 log = logging.getLogger("pappus.engine")
@@ -126,6 +126,7 @@ class EngineBase(Engine):
     def submit(self, invocation: Invocation) -> Future[dict[str, bytes]]:
         if self._closed:
             raise EngineClosed(f"engine {self.name} is closed")
+        invocation.inputs = input_views(invocation.inputs)  # flat bytes (no-op for Runtime's)
         if invocation.resolution is None:  # sizes and bounds are checked before anything is queued
             invocation.resolution = self.plan_for(invocation.function).resolve(invocation.inputs)
         if invocation.resolution.top > self.capacity:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import os
 import time
 from collections.abc import Mapping
@@ -11,10 +13,89 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.model import FunctionConfig
-from ..errors import PappusError
+from ..errors import FieldError, InvalidInput, PappusError
 from ..kernels import KernelParam
 
 _ids = itertools.count(1)
+
+#: The longest single wait any engine thread makes (seconds). Waits for later deadlines loop, so
+#: no deadline value, however large, can overflow a timeout and kill the thread that enforces it.
+MAX_WAIT = 3600.0
+
+
+def wait_for(deadline_at: float, now: float) -> float:
+    """A timeout to wait until ``deadline_at``: never negative, never past ``MAX_WAIT``, never NaN."""
+    remaining = deadline_at - now
+    if not remaining > 0:  # NaN too
+        return 0.0
+    return min(remaining, MAX_WAIT)
+
+
+def deadline_problem(value: Any, maximum: float) -> str | None:
+    """Why ``value`` cannot be a per-invocation deadline (seconds), or None: it must be a real
+    number (not a bool), finite, greater than 0 and at most ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number of seconds, not {type(value).__name__}"
+    try:
+        seconds = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return f"exceeds the limit of {maximum:g} s"
+    if math.isnan(seconds) or seconds <= 0:
+        return "must be a positive number of seconds"
+    if math.isinf(seconds) or seconds > maximum:
+        return f"{seconds:g} s exceeds the limit of {maximum:g} s"
+    return None
+
+
+def check_deadline(value: Any, maximum: float) -> float:
+    """``value`` as a deadline in seconds; InvalidInput on ``deadline`` if it is not one."""
+    problem = deadline_problem(value, maximum)
+    if problem is not None:
+        raise InvalidInput(FieldError("deadline", problem))
+    return float(value)
+
+
+def input_view(value: Any) -> bytes | memoryview:
+    """One invocation input as a flat byte view, or TypeError saying why it cannot be one.
+
+    Accepted: ``bytes`` (kept as is), and any object with the buffer protocol (``bytearray``,
+    ``memoryview``, ``array.array``, numpy arrays and scalars, ...), taken as its raw bytes in
+    C order: its size is its ``nbytes``, never its ``len()``. C-contiguous buffers are viewed
+    in place (no copy, so they must not change until the invocation settles); others are
+    copied. ``str`` and objects without a buffer (int, None, list, ...) are refused.
+    """
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        raise TypeError("must be bytes-like, not str (encode it first)")
+    try:
+        view = memoryview(value)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise TypeError(f"must be bytes-like (bytes, bytearray, memoryview, a numpy array), "
+                        f"not {type(value).__name__}") from exc
+    if not view.c_contiguous:
+        return memoryview(view.tobytes())
+    if view.format == "B" and view.ndim == 1:
+        return view
+    return view.cast("B")
+
+
+def input_views(inputs: Any) -> dict[str, bytes | memoryview]:
+    """Every input of an invocation through :func:`input_view`; InvalidInput naming each one
+    that is not bytes-like (and ``inputs`` itself if it is not a mapping)."""
+    if not isinstance(inputs, Mapping):
+        raise InvalidInput(FieldError("inputs", f"must be a mapping of input name -> bytes, "
+                                      f"not {type(inputs).__name__}"))
+    views: dict[str, bytes | memoryview] = {}
+    errors: list[FieldError] = []
+    for name, value in inputs.items():
+        try:
+            views[name] = input_view(value)
+        except TypeError as exc:
+            errors.append(FieldError(f"inputs.{str(name)[:80]}", str(exc)))
+    if errors:
+        raise InvalidInput(errors)
+    return views
 
 
 def new_invocation_id() -> str:

@@ -31,7 +31,7 @@ from ..errors import (
 from ..interfaces import Backend
 from ..memory import ArenaContext, SharedArena
 from .base import EngineBase, EngineOptions
-from .invocation import Invocation
+from .invocation import MAX_WAIT, Invocation, wait_for
 from .zygote import Zygote
 
 log = logging.getLogger("pappus.engine")
@@ -48,6 +48,17 @@ def _signal_name(code: int | None) -> str | None:
         return signal.Signals(-code).name
     except ValueError:
         return f"signal {-code}"
+
+
+def _poll_until(conn: connection.Connection, deadline_at: float) -> bool:
+    """Wait for a message until ``deadline_at``, in waits of at most ``MAX_WAIT`` (a huge deadline
+    must not overflow a poll timeout); True if one came."""
+    while True:
+        timeout = wait_for(deadline_at, time.monotonic())
+        if conn.poll(timeout):
+            return True
+        if timeout < MAX_WAIT:
+            return False
 
 
 class _Worker:
@@ -199,7 +210,12 @@ class MultiprocessEngine(EngineBase):
                 continue
             if not inv.future.set_running_or_notify_cancel():
                 continue
-            self._run(slot, inv)
+            try:
+                self._run(slot, inv)
+            except Exception as exc:  # never let an invocation go unsettled, nor this thread die
+                log.exception("engine %s: internal error running %s", self.name, inv.id)
+                self.finish(inv, None, DeviceError(f"internal error: {type(exc).__name__}: {exc}"))
+                slot.kill()  # its state is unknown: the loop above respawns it
         slot.stop()
 
     def _respawn(self, slot: _Worker, cause: str) -> bool:
@@ -234,7 +250,7 @@ class MultiprocessEngine(EngineBase):
                 if not cause:
                     break
                 slot.kill()
-                if attempt == 1 and not started:
+                if attempt == 1 and not started and not cause.startswith("internal"):
                     # The worker died before it picked this invocation up: the replacement runs it.
                     if self._respawn(slot, cause):
                         continue
@@ -267,7 +283,7 @@ class MultiprocessEngine(EngineBase):
             slot.conn.send(("run", inv.id, key, spec, ctx.layout("inputs"), ctx.layout("outputs"),
                             deadline_at, inv.deadline, seq))
             slot.known.add(key)
-            if slot.conn.poll(max(0.0, deadline_at - time.monotonic())):
+            if _poll_until(slot.conn, deadline_at):
                 outputs, error, cause = self._receive(slot, inv, ctx)
             else:
                 # Past the deadline: the caller learns now. The worker's watchdog aborts its device;
@@ -282,6 +298,10 @@ class MultiprocessEngine(EngineBase):
             error = exc
         except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
             error, cause = self._lost(slot, inv), f"pipe: {exc}"
+        except Exception as exc:  # a bug here: settle with it; the worker's state is unknown
+            log.exception("engine %s: internal error running %s", self.name, inv.id)
+            error = DeviceError(f"internal error: {type(exc).__name__}: {exc}")
+            cause = f"internal error: {type(exc).__name__}"
         started = struct.unpack_from("<Q", slot.arena.view, 0)[0] == seq
         ctx.release()
         return outputs, error, cause, started

@@ -17,7 +17,7 @@ from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
 from ..interfaces import Backend
 from .base import EngineBase, EngineOptions
 from .executor import Executor
-from .invocation import Invocation
+from .invocation import Invocation, wait_for
 
 log = logging.getLogger("pappus.engine")
 
@@ -62,7 +62,11 @@ class SequentialEngine(EngineBase):
                 break
             if not inv.future.set_running_or_notify_cancel():
                 continue
-            self._run(inv)
+            try:
+                self._run(inv)
+            except Exception as exc:  # never let an invocation go unsettled, nor this thread die
+                log.exception("engine %s: internal error running %s", self.name, inv.id)
+                self.finish(inv, None, DeviceError(f"internal error: {type(exc).__name__}: {exc}"))
             if not self.healthy and not self._closed:
                 break
         self.executor.close()
@@ -118,8 +122,9 @@ class SequentialEngine(EngineBase):
         while True:
             with self._watch:
                 while not self._closed and (self._deadline_at is None or time.monotonic() < self._deadline_at):
-                    timeout = None if self._deadline_at is None else self._deadline_at - time.monotonic()
-                    self._watch.wait(timeout if timeout is None or timeout > 0 else 0)
+                    # Clamped: a huge deadline must not overflow the wait and kill the watchdog.
+                    timeout = None if self._deadline_at is None else wait_for(self._deadline_at, time.monotonic())
+                    self._watch.wait(timeout)
                 if self._closed and self._current is None:
                     return
                 inv = self._current

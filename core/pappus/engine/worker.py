@@ -23,7 +23,7 @@ from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
 from ..interfaces import DeviceSpec
 from ..memory import SharedArena
 from .executor import Executor, ExecutorConfig
-from .invocation import FunctionSpec
+from .invocation import FunctionSpec, wait_for
 
 log = logging.getLogger("pappus.worker")
 
@@ -63,7 +63,7 @@ class _Watchdog:
         while True:
             with self.cond:
                 while self.deadline_at is None or time.monotonic() < self.deadline_at:
-                    timeout = None if self.deadline_at is None else max(0.0, self.deadline_at - time.monotonic())
+                    timeout = None if self.deadline_at is None else wait_for(self.deadline_at, time.monotonic())
                     self.cond.wait(timeout)
                 self.deadline_at = None
                 self.fired = True

@@ -40,7 +40,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..config.limits import DEFAULT_LIMITS
 from ..config.parser import library_name_problem
+from ..engine.invocation import deadline_problem
 from ..errors import (
     FieldError,
     Forbidden,
@@ -205,7 +207,8 @@ class Api:
             self.metrics.invocations.labels(tenant, outcome).inc()
 
     def _submit(self, tenant: str, name: str, data: bytes) -> Any:
-        inputs, deadline = parse_invoke_body(data)
+        limits = getattr(self.runtime, "limits", DEFAULT_LIMITS)
+        inputs, deadline = parse_invoke_body(data, max_deadline=limits.max_deadline)
         return self.runtime.invoke_async(name, inputs, tenant=tenant, deadline=deadline)
 
 
@@ -216,9 +219,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def parse_invoke_body(data: bytes) -> tuple[dict[str, bytes], float | None]:
+def parse_invoke_body(data: bytes, max_deadline: float = DEFAULT_LIMITS.max_deadline,
+                      ) -> tuple[dict[str, bytes], float | None]:
     """``{"inputs": {"A": "<base64>"}, "deadline": 2.0}`` -> (inputs, deadline); every problem
-    is reported at once, each naming its field."""
+    is reported at once, each naming its field. ``deadline`` must be a positive number of
+    seconds, at most ``max_deadline``."""
     try:
         doc = json.loads(data, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
@@ -252,11 +257,14 @@ def parse_invoke_body(data: bytes) -> tuple[dict[str, bytes], float | None]:
                 errors.append(FieldError(path, f"is not valid base64: {exc}"))
     deadline = doc.get("deadline")
     if deadline is not None:
-        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
             errors.append(FieldError("deadline", f"must be a number of seconds, not {_typename(deadline)}"))
             deadline = None
-        elif deadline <= 0:
-            errors.append(FieldError("deadline", "must be a positive number of seconds"))
+        else:
+            problem = deadline_problem(deadline, max_deadline)  # also huge ints, and 1e999 (inf)
+            if problem is not None:
+                errors.append(FieldError("deadline", problem))
+                deadline = None
     if errors:
         raise ValidationError(errors, what="request")
     return inputs, (float(deadline) if deadline is not None else None)
@@ -296,8 +304,10 @@ def _function(rec: FunctionRecord, full: bool) -> dict[str, Any]:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):  # a lone surrogate (valid in JSON text) cannot be encoded as UTF-8
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
