@@ -40,7 +40,7 @@ from pappus.plan import Launch, Loop
 
 from . import native
 from . import protocol as P
-from .driver import CPU_LIMITS, CpuDriver
+from .driver import CPU_LIMITS, CpuDriver, loadable_image
 
 DEFAULT_MEMORY = 512 * 1024 * 1024
 DEFAULT_FIBER_STACK = 64 * 1024
@@ -131,7 +131,7 @@ class CpuDevice(DeviceAPI):
         self._validated: dict[str, LibraryInfo] = {}
         self._modules: dict[int, CpuModule] = {}
         self._pending: list[Launch] = []
-        self._encoded: tuple[Any, int, list[str], set[int]] | None = None
+        self._encoded: tuple[Any, int, list[str], tuple[int, ...]] | None = None
         self._prog_off = P.HEADER_BYTES  # where the program starts in the command region
         self.runs = 0
 
@@ -482,9 +482,10 @@ class CpuDevice(DeviceAPI):
         if info is None and self.revalidate:
             info = CpuDriver().inspect_library(data)
             self._validated[sha] = info
+        image_bytes = loadable_image(data)  # its SONAME emptied: it cannot stand in for another load
         fd = os.memfd_create(f"pappus-lib-{sha[:16]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
+            view = memoryview(image_bytes)
             while view:
                 view = view[os.write(fd, view):]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
@@ -494,6 +495,8 @@ class CpuDevice(DeviceAPI):
             os.close(fd)
         if rep.err:
             raise LibraryError(f"the CPU device could not load the library: {rep.payload.decode(errors='replace')}")
+        if not 0 <= rep.a < P.MAX_MODULES:
+            self._died(f"it named a module slot {rep.a} outside 0..{P.MAX_MODULES - 1}")
         module = CpuModule(id=rep.a, sha256=sha, info=info)
         self._modules[module.id] = module
         return module
@@ -539,28 +542,26 @@ class CpuDevice(DeviceAPI):
         extent = self._extent(program)
         cached = self._encoded
         if cached is not None and cached[0] == program:  # the same function again: already in place
-            _, end, names, modules = cached
+            _, end, names, keep = cached
         else:
             self._encoded = None
-            names, modules = [], set()
+            modules: set[int] = set()
+            names = []
             end = self._encode(program, names, modules)
-            self._encoded = (program, end, names, modules)
-        seq = (self._seq + 1) & 0xFFFFFFFF
-        keep = sorted(modules)
-        if not self.hide_other_modules or len(keep) > P.KEEP_MAX:
-            nkeep, keep = P.KEEP_ALL, []
-        else:
-            nkeep = len(keep)
-        P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,  # type: ignore[arg-type]
-                               end - self._prog_off, extent or 0, nkeep, 0, *keep, *([0] * (P.KEEP_MAX - len(keep))))
+            keep = P.keep_bitmap(modules if self.hide_other_modules else range(P.MAX_MODULES))
+            self._encoded = (program, end, names, keep)
+        seq = P.next_seq(self._seq)
+        # `go` = 0, every other field, then `go`; the child trusts `go` only after its wake-up byte.
+        P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,
+                               end - self._prog_off, extent or 0, *keep)
         self._seq = seq
         self._dirty_top = max(self._dirty_top, self._pool_size if extent is None else extent)
         self._running_seq = seq
         try:
             try:
-                os.write(self._go_fds[seq & 1], b"\1")
-            except BlockingIOError:
-                pass
+                os.write(self._go_fds[seq & 1], _WAKE[seq & 0xFF])
+            except BlockingIOError:  # cannot happen: each child reads the bytes before its own
+                self._died("its wake-up pipe is full")
             except OSError as exc:
                 self._died(f"waking it failed: {exc.strerror}")
             while True:  # the template reports once the child is dead and can no longer touch the pool
@@ -658,7 +659,8 @@ class CpuDevice(DeviceAPI):
         try:
             os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            P.CMD_HEADER.pack_into(mm, 0, self._seq, P.CMD_MAGIC, self._prog_off, 0, 0, 0, 0, *([0] * P.KEEP_MAX))
+            P.CMD_HEADER.pack_into(mm, 0, self._seq, P.CMD_MAGIC, self._prog_off, 0, 0,
+                                   *P.keep_bitmap(()))
             rep = self._request(P.OP_CMD, a=size, fd=fd)
         finally:
             os.close(fd)
@@ -772,6 +774,12 @@ class CpuDevice(DeviceAPI):
 
 class _NoRoom(Exception):
     pass
+
+
+#: The byte that wakes the child of invocation ``seq``: ``seq``'s low byte, so that a child
+#: never takes a byte left over from an earlier invocation (whose child died before reading it)
+#: for its own.
+_WAKE = [bytes((i,)) for i in range(256)]
 
 
 def _group_running(pgid: int) -> bool:

@@ -187,6 +187,53 @@ class CpuDriver(Driver):
             raise LibraryError(f"malformed ELF shared object: {detail}") from None
 
 
+def loadable_image(data: bytes) -> bytes:
+    """The bytes the device template loads: the library with its DT_SONAME, if any, emptied.
+
+    Before glibc looks for a file it matches the requested name against every loaded object's
+    names *and* DT_SONAME. A library whose SONAME is the name of a later load (the template's
+    ``/proc/self/fd/N``, or a dependency such as ``libm.so.6``) would be handed out for that
+    load, that is, in place of another tenant's library. A kernel library's SONAME serves no
+    purpose (nothing links against it), so the entry is pointed at the SONAME's own terminating
+    NUL: an empty name, which no load request matches (``""`` means the main program, which the
+    loader finds first). Nothing else changes; a library without a SONAME is returned as is.
+    """
+    try:
+        return _without_soname(bytes(data))
+    except LibraryError:
+        raise
+    except Exception as exc:  # a malformed file (only when it was not validated first)
+        detail = str(exc).strip() or type(exc).__name__
+        raise LibraryError(f"malformed ELF shared object: {detail}") from None
+
+
+def _without_soname(data: bytes) -> bytes:
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise LibraryError("not a 64-bit little-endian ELF shared object")
+    (e_phoff,) = struct.unpack_from("<Q", data, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
+    loads, dynamic = _program_headers(data, e_phoff, e_phentsize, e_phnum)
+    image = _Image(data, loads)
+    dyn = _dynamic_table(image, dynamic)
+    if DT["SONAME"] not in dyn:
+        return data
+    strtab, strsz = _strtab(dyn)
+    name_at = dyn[DT["SONAME"]][0]
+    image.cstring(strtab, strsz, name_at, "DT_SONAME")  # in the table and terminated
+    nul_at = image.read(strtab, strsz, "the dynamic string table").index(b"\0", name_at)
+    assert dynamic is not None
+    _vaddr, memsz, file_offset = dynamic  # _dynamic_table checked that the file offset maps there
+    out = bytearray(data)
+    for pos in range(0, memsz - 15, 16):
+        (tag,) = struct.unpack_from("<Q", data, file_offset + pos)
+        if tag == DT["SONAME"]:
+            struct.pack_into("<Q", out, file_offset + pos + 8, nul_at)
+            return bytes(out)
+        if tag == DT["NULL"]:
+            break
+    raise LibraryError("the dynamic table changed while it was read")  # cannot happen: dyn came from it
+
+
 def _inspect(data: bytes) -> LibraryInfo:
     if len(data) > MAX_LIBRARY_BYTES:
         raise LibraryError(f"library is {len(data)} bytes; the limit is {MAX_LIBRARY_BYTES}")

@@ -111,7 +111,8 @@ def test_abi_constants_agree_with_the_c_sources() -> None:
     assert define(header, "PAPPUS_MANIFEST_SECTION").strip('"') == abi.MANIFEST_SECTION
     assert define(header, "PAPPUS_HEAP_SECTION").strip('"') == abi.HEAP_SECTION
     assert int(define(device, "CMD_MAGIC").rstrip("u"), 16) == protocol.CMD_MAGIC
-    assert int(define(device, "KEEP_MAX")) == protocol.KEEP_MAX
+    assert int(define(device, "MAX_MODULES")) == protocol.MAX_MODULES
+    assert "#define KEEP_WORDS (MAX_MODULES / 32)" in device and protocol.KEEP_WORDS == protocol.MAX_MODULES // 32
     assert int(define(device, "EXIT_FAULT")) == protocol.EXIT_FAULT
     for name in ("HELLO", "POOL", "CMD", "HEAP", "LOAD", "SYM", "UNLOAD", "ABORT", "QUIT", "DONE", "PING"):
         m = re.search(rf"OP_{name} = (\d+)", device)

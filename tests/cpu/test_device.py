@@ -3,10 +3,13 @@ failure when the template dies, modules of other tenants out of reach."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,5 +230,104 @@ def test_a_program_that_carries_its_extent_bounds_the_child(build: Builder, sand
             dev.run(program)
         finally:
             h.pool.release()
+    finally:
+        h.close()
+
+
+def _launch(kernel: Any, *args: bytes) -> Any:
+    from pappus.plan import Launch
+
+    return Launch(kernel.name, kernel, (1, 1, 1), (1, 1, 1), 0, args)
+
+
+def test_a_function_of_many_modules_still_hides_every_other_module(sandbox_lib: Built, runtime_lib: Built) -> None:
+    """The keep set is a bitmap of every module slot: however many modules a program uses,
+    every other module is out of reach (there is no "too many: hide nothing")."""
+    h = Harness()
+    try:
+        dev = h.device
+        other = dev.get_kernel(dev.load_module(runtime_lib.image()), "block_sum")
+        fills, read_at = [], None
+        for i in range(70):  # distinct bytes: one module each
+            data = sandbox_lib.data + b"\0" * (i + 1)
+            module = dev.load_module(LibraryImage(hashlib.sha256(data).hexdigest(), data))
+            fills.append(dev.get_kernel(module, "fill_u8"))
+            read_at = read_at or dev.get_kernel(module, "read_at")
+        assert read_at is not None
+        base = h.pool.base + h.pool.allocate(64)
+        try:
+            program = tuple(_launch(k, struct.pack("<Q", base), struct.pack("<Q", 8), bytes([i])) for i, k in
+                            enumerate(fills))
+            dev.run(program)  # every module the program uses is there
+            out = bytearray(8)
+            dev.read(base, memoryview(out))
+            assert out == bytes([69]) * 8
+            with pytest.raises(KernelFault) as info:  # the module it does not use is not
+                dev.run(program + (_launch(read_at, struct.pack("<Q", other.address), struct.pack("<Q", base)),))
+            assert info.value.address == other.address
+        finally:
+            h.pool.release()
+    finally:
+        h.close()
+
+
+def _objects_seen(dev: CpuDevice, kernel: Any, base: int) -> tuple[int, ...]:
+    dev.run((_launch(kernel, struct.pack("<Q", base)),))
+    out = bytearray(16)
+    dev.read(base, memoryview(out))
+    return struct.unpack("<QQ", out)
+
+
+def test_a_kernel_sees_no_trace_of_other_modules_in_the_loaders_list(sandbox_lib: Built, runtime_lib: Built,
+                                                                      heap_lib: Built) -> None:
+    """Hidden modules leave the loader's list in the child (dl_iterate_phdr, _r_debug), so a
+    kernel cannot count or locate other tenants' libraries; with hiding off they are listed."""
+    for hide in (True, False):
+        h = Harness(hide_other_modules=hide)
+        try:
+            dev = h.device
+            kernel = dev.get_kernel(dev.load_module(sandbox_lib.image()), "loaded_objects")
+            base = h.pool.base + h.pool.allocate(16)
+            try:
+                before = _objects_seen(dev, kernel, base)
+                dev.load_module(runtime_lib.image())
+                dev.load_module(heap_lib.image())
+                after = _objects_seen(dev, kernel, base)
+            finally:
+                h.pool.release()
+            if hide:
+                assert after == before
+            else:  # positive control
+                assert after[0] >= before[0] + 2
+        finally:
+            h.close()
+
+
+def test_a_library_soname_cannot_stand_in_for_another_load(build: Builder, sandbox_lib: Built,
+                                                           runtime_lib: Built) -> None:
+    """glibc hands out a loaded object whose DT_SONAME equals a requested name. The template
+    loads every library as /proc/self/fd/N; a library whose SONAME is the name of the next load
+    must not be returned in place of that library."""
+    from pappus_cpu.driver import CpuDriver, loadable_image
+
+    placeholder = "/proc/self/fd/XXXXXXXXXXXX"
+    built = build(Path(__file__).parent / "kernels" / "sandbox.hip", "soname",
+                  extra_flags=("-Wl,-soname," + placeholder,))
+    assert built.data.count(placeholder.encode()) == 1
+    h = Harness()
+    try:
+        pid = h.device.template_pid
+        used = {int(f) for f in os.listdir(f"/proc/{pid}/fd")}
+        free = [fd for fd in range(3, 4096) if fd not in used]
+        name = f"/proc/self/fd/{free[1]}".encode()
+        data = built.data.replace(placeholder.encode(), name + b"\0" * (len(placeholder) - len(name)))
+        CpuDriver().inspect_library(data)  # a SONAME is allowed ...
+        image = loadable_image(data)  # ... but not loaded as one
+        assert len(image) == len(data) and image != data and loadable_image(image) == image
+        assert loadable_image(sandbox_lib.data) == sandbox_lib.data  # no SONAME: unchanged
+        dev = h.device
+        dev.load_module(LibraryImage(hashlib.sha256(data).hexdigest(), data))  # at free[0]
+        module = dev.load_module(runtime_lib.image())  # at free[1]: a module of its own
+        dev.get_kernel(module, "block_sum")
     finally:
         h.close()

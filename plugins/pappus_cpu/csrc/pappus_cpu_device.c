@@ -5,11 +5,12 @@
  * guard pages, loads kernel libraries that the static validator accepted (from sealed memfds),
  * and keeps forked children waiting: one for the next invocation and one for the invocation
  * after it, so forking is never on the path of a request. For invocation `seq` the supervisor
- * writes a command block into the shared command region, sets `go = seq` and writes a byte to
- * go pipe `seq & 1`. The child forked for `seq` has already installed its seccomp allow-list
- * while it waited; it takes away what the tenant must not touch, runs the whole launch
- * program, and exits. The template reaps it, reports its status, and forks the child for
- * `seq + 2`.
+ * writes a command block into the shared command region, sets `go = seq` and writes the byte
+ * `seq & 0xff` to go pipe `seq & 1`. The child forked for `seq` has already installed its
+ * seccomp allow-list while it waited; once it has read its byte it takes away what the tenant
+ * must not touch (and hides it from the loader's list), runs the whole launch program, and
+ * exits. The template reaps it, reports its status, and forks the child for the invocation
+ * after the next.
  *
  * A child is forked per invocation, so library globals, statics, fiber stacks, dynamic shared
  * memory and the device-malloc arena start from their load-time (zero) images every time.
@@ -79,20 +80,23 @@ struct msg {
 
 #define MSG_MAX 4096
 #define CMD_MAGIC 0x444d4350u /* "PCMD" */
-#define KEEP_MAX 48
-#define KEEP_ALL 0xffffffffu
+#define MAX_MODULES 1024
+#define KEEP_WORDS (MAX_MODULES / 32)
 
 /* The command region (a memfd from the supervisor) starts with this header; prog_off counts
- * from the region's start. */
+ * from the region's start. The supervisor sets `go` to 0, writes every other field, sets `go`
+ * to the invocation's number and then writes the wake-up byte; a child trusts `go` only once
+ * it has read that byte. */
 struct cmd_header {
-    uint32_t go;       /* invocation sequence number; the supervisor bumps it, then wakes the child */
+    uint32_t go;       /* invocation sequence number (0: being written); see seq_after() */
     uint32_t magic;
     uint64_t prog_off; /* the launch program, from the start of the command region */
     uint64_t prog_len;
     uint64_t extent;   /* pool bytes (from its base) the invocation may touch; 0: the whole pool */
-    uint32_t nkeep;    /* modules the program uses; every other module is unmapped in the child */
+    uint32_t nkeep;    /* bits set in keep */
     uint32_t reserved;
-    uint32_t keep[KEEP_MAX];
+    uint32_t keep[KEEP_WORDS]; /* one bit per module slot: the modules the program uses; the
+                                  child hides every other module (there is no "hide nothing") */
 };
 
 enum { NODE_LAUNCH = 1, NODE_LOOP = 2 };
@@ -131,7 +135,6 @@ struct child_status {
 #define EXIT_BAD_COMMAND 4
 #define EXIT_BROKEN 5 /* the template: children keep dying before they run */
 #define MAX_ARGS 256
-#define MAX_MODULES 1024
 #define MAX_DEPTH 64
 #define SHARED_MAX (64 * 1024)
 #define POOL_GUARD ((size_t)1 << 30) /* no-access address space on each side of the pool */
@@ -161,6 +164,7 @@ struct module {
     void *handle;
     int fd;
     uintptr_t start, end; /* the library's mapped span */
+    struct link_map *lm;  /* its entry in the loader's list of loaded objects */
 };
 
 static int sock = -1, sigfd = -1, go_rd[2] = {-1, -1};
@@ -190,6 +194,7 @@ static char *heap_region, *heap;
 static size_t heap_size, heap_region_len;
 
 static struct module modules[MAX_MODULES];
+static struct link_map *startup_tail;
 
 /* Child slot i serves the invocations whose sequence number has parity i. */
 struct child_slot {
@@ -592,9 +597,49 @@ static void run_nodes(const char *p, const char *end) {
 }
 
 static int module_kept(const struct cmd_header *h, uint32_t id) {
-    for (uint32_t i = 0; i < h->nkeep; i++)
-        if (h->keep[i] == id) return 1;
-    return 0;
+    return (h->keep[id / 32] >> (id % 32)) & 1;
+}
+
+static uint32_t kept_count(const struct cmd_header *h) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < KEEP_WORDS; i++) n += (uint32_t)__builtin_popcount(h->keep[i]);
+    return n;
+}
+
+/* In the child, before tenant code runs: module i becomes inaccessible, and the template's own
+ * record of it (address range, handle) is wiped from the child's copy. */
+static void hide_module(uint32_t i) {
+    struct module *m = &modules[i];
+    if (m->end > m->start && mprotect((void *)m->start, m->end - m->start, PROT_NONE) != 0) bad_command();
+    memset(m, 0, sizeof *m);
+    m->fd = -1;
+}
+
+/* The loader's list of loaded objects (what dl_iterate_phdr, dladdr and _r_debug walk) lives in
+ * the template's memory, which the child reads. Before tenant code runs, the child relinks its
+ * private copy of the list: the objects the template started with, then the modules the program
+ * uses, and nothing else: no other module, and no library that only some module pulled in (a
+ * dependency appearing or disappearing would tell that another module exists). The hidden
+ * objects stay loaded and mapped (PROT_NONE for modules); nothing in the child loads, unloads or
+ * looks up an object by walking the list afterwards. Pointers are written only where they change:
+ * each write copies a page of the template's memory. With `dry`, nothing changes: the pages that
+ * these writes would copy are copied now (written back as they are), off the request path,
+ * guessing from the previous invocation's header (most often the same function runs again). */
+static void store_link(struct link_map **at, struct link_map *value, int dry) {
+    *(struct link_map *volatile *)at = dry ? *at : value;
+}
+
+static void relink_loader_list(const struct cmd_header *h, int dry) {
+    if (h->nkeep >= MAX_MODULES) return; /* every slot kept: hiding is off */
+    struct link_map *prev = startup_tail;
+    for (uint32_t i = 0; i < MAX_MODULES; i++) {
+        struct link_map *lm = modules[i].lm;
+        if (!modules[i].handle || !lm || !module_kept(h, i)) continue;
+        if (prev->l_next != lm) store_link(&prev->l_next, lm, dry);
+        if (lm->l_prev != prev) store_link(&lm->l_prev, prev, dry);
+        prev = lm;
+    }
+    if (prev->l_next) store_link(&prev->l_next, NULL, dry);
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -611,7 +656,10 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
     status = (struct child_status *)((char *)status_pages + (size_t)(seq & 1) * (size_t)page);
     char *other_status = (char *)status_pages + (size_t)((seq & 1) ^ 1) * (size_t)page;
     for (int i = 0; i < MAX_MODULES; i++)
-        if (modules[i].fd >= 0) close(modules[i].fd);
+        if (modules[i].fd >= 0) {
+            close(modules[i].fd);
+            modules[i].fd = -1;
+        }
 
     stack_t ss = {.ss_sp = altstack, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
     sigaltstack(&ss, NULL);
@@ -633,21 +681,24 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
         bad_command();
     if (hint) madvise(pool, round_up(hint < pool_size ? hint : pool_size, (size_t)page), MADV_POPULATE_WRITE);
     madvise(stacks + stack_stride - 4 * (size_t)page, 4 * (size_t)page, MADV_POPULATE_WRITE);
+    relink_loader_list(cmd_hdr, 1);
     build_child_filter(wake);
     if (load_filter(child_prog, child_len) != 0) bad_command();
 
     volatile struct cmd_header *h = cmd_hdr;
-    for (;;) { /* wait for our invocation: a byte on our go pipe, then `go` at our number */
-        if (__atomic_load_n(&h->go, __ATOMIC_ACQUIRE) == seq) break;
-        char b;
+    for (;;) { /* wait for our invocation: our byte (seq's low byte) on our go pipe, then `go` */
+        unsigned char b;
         ssize_t r = read(wake, &b, 1);
         if (r == 0 || (r < 0 && errno != EINTR)) syscall(SYS_exit_group, 0); /* the supervisor is gone */
+        /* Another byte was left by an earlier invocation whose child died before reading it.
+         * Ours is written after the whole header, and the pipe orders the two. */
+        if (r == 1 && b == (unsigned char)seq && __atomic_load_n(&h->go, __ATOMIC_ACQUIRE) == seq) break;
     }
     status->seq = seq;
     status->state = ST_RUNNING;
     const struct cmd_header *hdr = cmd_hdr;
     if (hdr->magic != CMD_MAGIC || hdr->prog_off < sizeof *hdr || hdr->prog_off > cmd_size ||
-        hdr->prog_len > cmd_size - hdr->prog_off)
+        hdr->prog_len > cmd_size - hdr->prog_off || hdr->nkeep != kept_count(hdr))
         bad_command();
 
     /* Out of the tenant's reach: the pool past the invocation's buffers, and every module the
@@ -657,17 +708,21 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
         size_t keep = round_up(extent, (size_t)page);
         if (keep < pool_size && mprotect(pool + keep, pool_size - keep, PROT_NONE) != 0) bad_command();
     }
-    if (hdr->nkeep != KEEP_ALL && hdr->nkeep <= KEEP_MAX) {
+    if (hdr->nkeep < MAX_MODULES) { /* every slot kept: CpuDevice(hide_other_modules=False) */
         for (uint32_t i = 0; i < MAX_MODULES; i++)
-            if (modules[i].handle && modules[i].end > modules[i].start && !module_kept(hdr, i) &&
-                mprotect((void *)modules[i].start, modules[i].end - modules[i].start, PROT_NONE) != 0)
-                bad_command();
+            if (modules[i].handle && !module_kept(hdr, i)) hide_module(i);
+        relink_loader_list(hdr, 0);
     }
 
     run_nodes(cmd + hdr->prog_off, cmd + hdr->prog_off + hdr->prog_len);
     status->state = ST_DONE;
     syscall(SYS_exit_group, 0);
 }
+
+/* Invocations are numbered 1, 2, ..., SEQ_CYCLE, 1, ... (pappus_cpu/protocol.py next_seq):
+ * never 0, and parities alternate across the wrap. */
+#define SEQ_CYCLE 0xfffffffeu
+static uint32_t seq_after(uint32_t seq, uint32_t k) { return (uint32_t)(((uint64_t)seq + k - 1) % SEQ_CYCLE) + 1; }
 
 static uint32_t current_go(void) {
     return __atomic_load_n(&((volatile struct cmd_header *)cmd_hdr)->go, __ATOMIC_ACQUIRE);
@@ -694,14 +749,17 @@ static void fork_child(uint32_t seq) {
 static void ensure_children(void) {
     if (!pool || !cmd) return;
     for (uint32_t k = 1; k <= 2; k++) {
-        uint32_t seq = completed_seq + k; /* wraps; parity alternates all the same */
+        uint32_t seq = seq_after(completed_seq, k);
         if (slots[seq & 1].pid == 0) fork_child(seq);
     }
 }
 
 /* The supervisor numbers invocations 1, 2, 3, ... (wrapping) and starts one only after the
  * previous one was reported: a child has started once `go` reached its number. */
-static int started(const struct child_slot *c) { return cmd && (int32_t)(current_go() - c->seq) >= 0; }
+static int started(const struct child_slot *c) {
+    uint32_t go = cmd ? current_go() : 0;
+    return go != 0 && (int32_t)(go - c->seq) >= 0;
+}
 
 /* Waiting children predate a change (module, heap, regions): replace them. */
 static void retire_waiting_children(void) {
@@ -807,6 +865,7 @@ static void do_load(int fd) {
         dl_iterate_phdr(find_ranges, &ctx);
     }
     modules[slot].handle = h;
+    modules[slot].lm = lm;
     modules[slot].fd = fd;
     modules[slot].start = ctx.start;
     modules[slot].end = ctx.end > ctx.start ? ctx.end : ctx.start;
@@ -823,6 +882,7 @@ static void do_unload(uint64_t id) {
     dlclose(modules[id].handle);
     close(modules[id].fd);
     modules[id].handle = NULL;
+    modules[id].lm = NULL;
     modules[id].fd = -1;
     reply(OP_UNLOAD, 0, 0, 0, NULL);
 }
@@ -988,6 +1048,17 @@ static void handle_request(void) {
 
 /* --- main ----------------------------------------------------------------------------------- */
 
+/* The last entry of the loader's list before any library was loaded (the program, the vDSO,
+ * libc, the loader): these are the objects a child lists ahead of its program's modules. */
+static void note_startup_objects(void) {
+    void *self = dlopen(NULL, RTLD_NOW);
+    struct link_map *lm = NULL;
+    if (self && dlinfo(self, RTLD_DI_LINKMAP, &lm) == 0 && lm) {
+        while (lm->l_next) lm = lm->l_next;
+        startup_tail = lm;
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 6) {
         fprintf(stderr, "usage: %s SOCKET_FD PARENT_PID STACK_BYTES STACK_COUNT GUARDED_STACKS [READ_DIR...]\n",
@@ -1038,6 +1109,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     apply_landlock(argv + 6, argc - 6);
+    note_startup_objects();
+    if (!startup_tail) { /* without it, children could not hide other modules from the list */
+        struct msg m = {OP_HELLO, ENOENT, 0, 0, 0, 0};
+        const char *why = "the loader's list of loaded objects was not found";
+        send_msg(&m, why, strlen(why), NULL, 0);
+        return 1;
+    }
     if (install_template_filter() != 0) {
         struct msg m = {OP_HELLO, errno, 0, 0, 0, 0};
         char why[200];

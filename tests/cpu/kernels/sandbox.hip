@@ -1,6 +1,7 @@
 // Kernels a hostile tenant might write. Every one must be stopped or contained by the sandbox.
 #include <hip/hip_runtime.h>
 #include <fcntl.h>
+#include <link.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -149,4 +150,19 @@ __global__ void do_mprotect_none(int* out) {
     void* page = (void*)((uintptr_t)out & ~(uintptr_t)4095);
     int r = mprotect(page, 4096, PROT_NONE);
     out[0] = r;
+}
+
+// The loader's list as a kernel sees it: out[0] = objects listed, out[1] = the sum of their
+// load addresses (no system call).
+static int count_object(struct dl_phdr_info* info, size_t, void* data) {
+    uint64_t* out = (uint64_t*)data;
+    out[0]++;
+    out[1] += info->dlpi_addr;
+    return 0;
+}
+
+__global__ void loaded_objects(uint64_t* out) {
+    if (threadIdx.x | blockIdx.x) return;
+    out[0] = out[1] = 0;
+    dl_iterate_phdr(count_object, out);
 }
