@@ -14,14 +14,10 @@ import threading
 import time
 
 import pytest
-
-from pappus.devices.host import host_library
-from pappus.registry import Registry
-from pappus.tenants import TenantStore
 from tests.serve.helpers import (
-    A,
     HOST_LIB,
     UNLIMITED_RATE,
+    A,
     add_tenants,
     invoke_mm,
     matmul_config,
@@ -32,6 +28,10 @@ from tests.serve.helpers import (
     sleep_config,
     thread_server,
 )
+
+from pappus.devices.host import host_library
+from pappus.registry import Registry
+from pappus.tenants import TenantStore
 
 
 @pytest.fixture
