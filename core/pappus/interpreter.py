@@ -29,11 +29,17 @@ def run_invocation(
     *,
     resolution: Resolution | None = None,
     sink: OutputSink | None = None,
+    release: bool = True,
 ) -> dict[str, Any]:
     """Run ``plan`` on ``inputs``; return each output as bytes, or as written into ``sink(name, size)``.
 
     ``inputs`` values are buffer-protocol objects (bytes, memoryview, numpy arrays). ``sink`` lets
     the caller choose where outputs land (a shared-memory context) so they are copied once.
+
+    ``release=False`` leaves zeroing the pool to the caller after a *successful* run, so that
+    it can hand the outputs over first and zero while nobody waits; the caller must release
+    before the pool serves anything else (:meth:`pappus.engine.executor.Executor.release_pending`).
+    A failed run is always released here.
     """
     res = resolution if resolution is not None else plan.resolve(inputs)
     names = [name for name, _ in plan.config.blueprint.buffers]
@@ -47,7 +53,8 @@ def run_invocation(
         except Exception:
             log.warning("pool release after a failed invocation failed too", exc_info=True)
         raise
-    pool.release()
+    if release:
+        pool.release()
     return outputs
 
 

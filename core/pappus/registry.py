@@ -95,6 +95,7 @@ class Registry:
         self.blobs.mkdir(exist_ok=True)
         self.tenants.mkdir(exist_ok=True)
         self._lock_path = self.root / "lock"
+        self._stamp_paths: dict[tuple[str, str], str] = {}
         version = self.root / "VERSION"
         if not version.exists():
             with self.locked():
@@ -247,9 +248,19 @@ class Registry:
         return FunctionRecord(**doc)
 
     def function_stamp(self, tenant: str, name: str) -> tuple[int, int] | None:
-        """A cheap change marker of a function record (inode, mtime), or None if absent."""
+        """A cheap change marker of a function record (inode, mtime), or None if absent.
+
+        Called on every invocation, so the record's path is kept as a string per name (names
+        checked once): one ``stat`` and no path arithmetic on the hot path."""
+        key = (tenant, name)
+        path = self._stamp_paths.get(key)
+        if path is None:
+            path = str(self._record_path(tenant, "functions", name))
+            if len(self._stamp_paths) >= 4096:
+                self._stamp_paths.clear()
+            self._stamp_paths[key] = path
         try:
-            st = os.stat(self._record_path(tenant, "functions", name))
+            st = os.stat(path)
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns)

@@ -140,6 +140,7 @@ class Executor:
         self.hot = 0
         self.attributor = FaultAttributor()
         self.monitors: list[Any] = []
+        self._release_pending = False  # a successful run's pool is zeroed after its outputs left
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +190,7 @@ class Executor:
         return size & ~0xFFFF  # whole 64 KiB units
 
     def close(self) -> None:
+        self._release_pending = False  # the device and its pool go with it
         for monitor in self.monitors:
             try:
                 monitor.stop()
@@ -221,6 +223,7 @@ class Executor:
     def execute(self, fn: FunctionSpec, inputs: Mapping[str, Any], sink: Any = None,
                 resolution: Any = None, invocation_id: str = "") -> dict[str, Any]:
         assert self.device is not None and self.pool is not None and self.modules is not None
+        self.release_pending()  # never run on a pool the last invocation left unzeroed
         plan = self.plan(fn)
         handles, cold = self.modules.kernel_handles(fn)
         if cold:
@@ -228,8 +231,21 @@ class Executor:
         else:
             self.hot += 1
         if not self.monitors:
-            return run_invocation(self.device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
-        return self._execute_monitored(plan, inputs, handles, sink, resolution, invocation_id or fn.key)
+            out = run_invocation(self.device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution,
+                                 release=False)
+        else:
+            out = self._execute_monitored(plan, inputs, handles, sink, resolution, invocation_id or fn.key)
+        self._release_pending = True
+        return out
+
+    def release_pending(self) -> None:
+        """Zero what the last successful run used, if not done yet. Engines call this right
+        after settling the invocation (the caller does not wait for the memset) and
+        :meth:`execute` calls it first, so no invocation ever starts on an unzeroed pool."""
+        if self._release_pending:
+            assert self.pool is not None
+            self.pool.release()  # raises: still pending, so nothing runs on this pool
+            self._release_pending = False
 
     def _execute_monitored(self, plan: Plan, inputs: Mapping[str, Any], handles: Mapping[str, Any], sink: Any,
                            resolution: Any, invocation_id: str) -> dict[str, Any]:
@@ -250,14 +266,19 @@ class Executor:
         agent = self.info.details.get("fault_agent") if self.info else None
         self.attributor.register(invocation_id, agent, self.pool.base, self.pool.base + self.pool.size, fail)
         try:
-            out = run_invocation(device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution)
+            out = run_invocation(device, self.pool, plan, inputs, handles, sink=sink, resolution=resolution,
+                                 release=False)
         except PappusError as exc:
             if attributed:
                 raise attributed[0] from exc
             raise
         finally:
             self.attributor.unregister(invocation_id)
-        if attributed:
+        if attributed:  # the run itself succeeded (nothing released it): zero before failing it
+            try:
+                self.pool.release()
+            except Exception:
+                log.warning("pool release after an attributed fault failed", exc_info=True)
             raise attributed[0]
         return out
 

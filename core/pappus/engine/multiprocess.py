@@ -244,9 +244,12 @@ class MultiprocessEngine(EngineBase):
         with self.metrics.lock:
             self.metrics.in_flight += 1
         slot.current = inv.id
+        ctx: ArenaContext | None = None
         try:
             for attempt in (1, 2):
-                outputs, error, cause, started = self._attempt(slot, inv, deadline_at)
+                if ctx is not None:
+                    ctx.release()
+                outputs, error, cause, started, ctx = self._attempt(slot, inv, deadline_at)
                 if not cause:
                     break
                 slot.kill()
@@ -257,15 +260,24 @@ class MultiprocessEngine(EngineBase):
                 elif not self.queue.closed or len(self.queue):
                     self._respawn(slot, cause)
                 break
+        except BaseException:
+            if ctx is not None:
+                ctx.release()
+            raise
         finally:
             slot.current = None
             with self.metrics.lock:
                 self.metrics.in_flight -= 1
-        self.finish(inv, outputs, error)
+        try:
+            self.finish(inv, outputs, error)
+        finally:
+            assert ctx is not None  # the loop ran at least once
+            ctx.release()  # zeroing the arena once the caller has its outputs, before its reuse
 
-    def _attempt(self, slot: _Worker, inv: Invocation,
-                 deadline_at: float) -> tuple[dict[str, bytes] | None, BaseException | None, str, bool]:
-        """One try on one worker: (outputs, error, why the worker must go, whether it started)."""
+    def _attempt(self, slot: _Worker, inv: Invocation, deadline_at: float
+                 ) -> tuple[dict[str, bytes] | None, BaseException | None, str, bool, ArenaContext]:
+        """One try on one worker: (outputs, error, why the worker must go, whether it started,
+        the arena context, which the caller releases)."""
         assert slot.arena is not None and slot.conn is not None
         ctx = ArenaContext(slot.arena, HEADER_BYTES)
         slot.seq += 1
@@ -303,8 +315,7 @@ class MultiprocessEngine(EngineBase):
             error = DeviceError(f"internal error: {type(exc).__name__}: {exc}")
             cause = f"internal error: {type(exc).__name__}"
         started = struct.unpack_from("<Q", slot.arena.view, 0)[0] == seq
-        ctx.release()
-        return outputs, error, cause, started
+        return outputs, error, cause, started, ctx
 
     def _receive(self, slot: _Worker, inv: Invocation,
                  ctx: ArenaContext) -> tuple[dict[str, bytes] | None, BaseException | None, str]:

@@ -32,6 +32,7 @@ class SequentialEngine(EngineBase):
         self._deadline_at: float | None = None
         self._timed_out: set[str] = set()
         self._watch = threading.Condition()
+        self._watch_until: float | None = None  # when the watchdog wakes by itself (None: never)
         self._thread = threading.Thread(target=self._main, name=f"pappus-{self.name}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_main, name=f"pappus-{self.name}-watchdog", daemon=True)
         self._thread.start()
@@ -79,7 +80,10 @@ class SequentialEngine(EngineBase):
         with self._watch:
             self._current = inv
             self._deadline_at = inv.submitted + inv.deadline
-            self._watch.notify()
+            # Wake the watchdog only if it would otherwise sleep past this deadline: back to back
+            # invocations with similar deadlines then cost no thread switch each.
+            if self._watch_until is None or self._deadline_at < self._watch_until:
+                self._watch.notify()
         error: BaseException | None = None
         outputs = None
         with self.metrics.lock:
@@ -103,6 +107,12 @@ class SequentialEngine(EngineBase):
             outputs, error = None, DeadlineExceeded(inv.deadline, invocation=inv.id,
                                                     kernel=getattr(error, "fields", {}).get("kernel"))
         self.finish(inv, outputs, error)
+        try:
+            self.executor.release_pending()  # zeroing after the caller has its outputs
+        except Exception as exc:
+            log.warning("engine %s: zeroing the pool failed (%s); replacing its device", self.name, exc)
+            self._replace_device()
+            return
         if isinstance(error, (KernelFault, DeadlineExceeded, DeviceError)):
             self._recover()
 
@@ -110,6 +120,9 @@ class SequentialEngine(EngineBase):
         if self.executor.recover():
             return
         log.info("engine %s: replacing its device after a fault", self.name)
+        self._replace_device()
+
+    def _replace_device(self) -> None:
         self.executor.close()
         try:
             self.executor.start()
@@ -123,8 +136,11 @@ class SequentialEngine(EngineBase):
             with self._watch:
                 while not self._closed and (self._deadline_at is None or time.monotonic() < self._deadline_at):
                     # Clamped: a huge deadline must not overflow the wait and kill the watchdog.
-                    timeout = None if self._deadline_at is None else wait_for(self._deadline_at, time.monotonic())
+                    now = time.monotonic()
+                    timeout = None if self._deadline_at is None else wait_for(self._deadline_at, now)
+                    self._watch_until = None if timeout is None else now + timeout
                     self._watch.wait(timeout)
+                self._watch_until = None
                 if self._closed and self._current is None:
                     return
                 inv = self._current

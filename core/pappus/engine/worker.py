@@ -146,6 +146,11 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
             fatal = not executor.recover()
         if error is None:
             conn.send(("done", inv_id))
+            try:
+                executor.release_pending()  # zeroing while the supervisor hands the outputs over
+            except Exception:
+                log.exception("zeroing the pool failed; this worker ends (its replacement starts clean)")
+                return
         else:
             conn.send(("error", inv_id, error.to_dict(), fatal))
         if fatal:
