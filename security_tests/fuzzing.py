@@ -189,6 +189,17 @@ def valid_cases(draw: Any) -> Case:
 # --- the model --------------------------------------------------------------------------------
 
 
+#: Kernel threads (launches x grid x block) past which a config may honestly run into a 30 s
+#: deadline on a busy 2-core machine: then DeadlineExceeded is the deadline doing its job.
+HEAVY_THREADS = 50_000_000
+
+
+class Outputs(dict):  # type: ignore[type-arg]
+    """What :func:`model` expects; ``threads`` counts the kernel threads the config launches."""
+
+    threads: int = 0
+
+
 class Bad(Exception):
     """The invocation must fail: ``kind`` is ``invalid_input`` or ``out_of_memory``."""
 
@@ -264,6 +275,7 @@ def model(doc: dict[str, Any], inputs: dict[str, bytes], capacity: int) -> dict[
         top = (top + ALIGN - 1) // ALIGN * ALIGN + sizes[name]
 
     launches = [0]
+    threads = [0]
     program: list[Any] = []
 
     def value(node: Any) -> int:
@@ -285,8 +297,9 @@ def model(doc: dict[str, Any], inputs: dict[str, bytes], capacity: int) -> dict[
                 launches[0] += multiplier
                 if launches[0] > MAX_LAUNCHES:
                     raise Bad("invalid_input", "too many launches")
-                dims(body["grid"], MAX_GRID)
+                grid = dims(body["grid"], MAX_GRID)
                 block = dims(body["block"], MAX_BLOCK)
+                threads[0] += multiplier * math.prod(grid) * math.prod(block)
                 if math.prod(block) > MAX_THREADS:
                     raise Bad("invalid_input", "block too large")
                 if value(body.get("shared_mem_bytes", 0)) > MAX_SHARED:
@@ -326,7 +339,9 @@ def model(doc: dict[str, Any], inputs: dict[str, bytes], capacity: int) -> dict[
                     buf[i] = (buf[i] + v) & 0xFF
 
     run(program)
-    return {n: bytes(memory[n]) for n in bp["outputs"]}
+    result = Outputs((n, bytes(memory[n])) for n in bp["outputs"])
+    result.threads = threads[0]
+    return result
 
 
 # --- hostile edits -----------------------------------------------------------------------------
