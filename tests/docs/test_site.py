@@ -79,9 +79,28 @@ def test_getting_started_has_the_readme_commands() -> None:
         assert command in text
 
 
-def test_results_are_marked_pending() -> None:
+def test_results_name_their_run_and_every_plot_exists() -> None:
+    """Figures on the results page come with the command and machine that produced them, and
+    every plot it shows was published next to it (``run_all.py --publish docs/results``)."""
     text = (DOCS / "results.md").read_text()
-    assert "Pending" in text and "nothing on this page is a measurement" in text
+    assert "benchmarks/run_all.py" in text and re.search(r"^- machine: .+cores", text, re.MULTILINE)
+    plots = re.findall(r"!\[[^\]]*\]\((results/[^)]+\.png)\)", text)
+    assert plots, "the results page shows no plots"
+    for plot in plots:
+        assert (DOCS / plot).is_file(), f"{plot} is referenced by results.md but missing"
+    # every target table says, row by row, whether the target was met
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("| figure | target | measured | met |")]
+    assert headers, "no target table"
+    for i in headers:
+        rows = []
+        for line in lines[i + 2:]:
+            if not line.startswith("|"):
+                break
+            rows.append(line)
+        assert rows, "an empty target table"
+        for line in rows:
+            assert line.rstrip().rsplit("|", 2)[-2].strip() in ("yes", "**no**", "-", "n/a"), line
 
 
 def test_security_page_links_tenants() -> None:
