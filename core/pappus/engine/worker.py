@@ -45,6 +45,7 @@ class _Watchdog:
         self.executor = executor
         self.cond = threading.Condition()
         self.deadline_at: float | None = None
+        self.until: float | None = None  # when the watchdog thread wakes by itself (None: never)
         self.fired = False
         threading.Thread(target=self._main, name="pappus-worker-watchdog", daemon=True).start()
 
@@ -52,7 +53,8 @@ class _Watchdog:
         with self.cond:
             self.deadline_at = deadline_at
             self.fired = False
-            self.cond.notify()
+            if self.until is None or deadline_at < self.until:  # else it wakes in time by itself
+                self.cond.notify()
 
     def disarm(self) -> bool:
         with self.cond:
@@ -63,8 +65,11 @@ class _Watchdog:
         while True:
             with self.cond:
                 while self.deadline_at is None or time.monotonic() < self.deadline_at:
-                    timeout = None if self.deadline_at is None else wait_for(self.deadline_at, time.monotonic())
+                    now = time.monotonic()
+                    timeout = None if self.deadline_at is None else wait_for(self.deadline_at, now)
+                    self.until = None if timeout is None else now + timeout
                     self.cond.wait(timeout)
+                self.until = None
                 self.deadline_at = None
                 self.fired = True
             device = self.executor.device
