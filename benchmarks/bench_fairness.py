@@ -3,8 +3,9 @@ must not push a light tenant's latency up without bound.
 
     python benchmarks/bench_fairness.py [--engine host-multiprocess] [--workers 4]
         [--kernel-ms 20] [--duration 10] [--heavy 10] [--light 0.1] [--json out.json]
+    python benchmarks/bench_fairness.py --engine cpu-multiprocess --workers 2   # kernels/spin.hip
     # other backends: a library and a config whose function takes no inputs and runs ~kernel-ms
-    python benchmarks/bench_fairness.py --engine cpu-multiprocess --library sleep.so --config sleep.json
+    python benchmarks/bench_fairness.py --engine hip-multiprocess --library sleep.hsaco --config sleep.json
 
 Steps: measure the engine's capacity (invocations/s, closed loop); run tenant B alone, open
 loop (Poisson arrivals) at ``--light`` x capacity; run B again while tenant A offers
@@ -108,6 +109,32 @@ def capacity(rt: Any, seconds: float, concurrency: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def cpu_spin_function(kernel_ms: float) -> tuple[Path, dict[str, Any]]:
+    """The CPU backend's stand-in for ``sleep_ms``: ``kernels/spin.hip`` built for the host,
+    with its iteration count calibrated so one run takes about ``kernel_ms`` of CPU time."""
+    from pappus_cpu.build import build_library
+    from pappus_cpu.direct import DirectFunction
+
+    out = Path(tempfile.mkdtemp(prefix="pappus-bench-spin-"))
+    library = next(p for p in build_library(Path(__file__).parent / "kernels" / "spin.hip", out)
+                   if p.suffix == ".so")
+
+    def config(iterations: int) -> dict[str, Any]:
+        return {"schema": "pappus/function@1", "library": "lib", "kernels": ["spin"],
+                "blueprint": {"inputs": [], "buffers": {"X": 8}, "outputs": ["X"], "control_flow": [
+                    {"ExecKernel": {"name": "spin", "args": [{"Constant": {"type": "u64", "value": iterations}},
+                                                             {"Ptr": "X"}], "grid": [1], "block": [1]}}]}}
+
+    probe = 2_000_000
+    fn = DirectFunction(config(probe), {"lib": library})
+    fn({})  # warm
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fn({})
+    per_iteration = (time.perf_counter() - t0) / 5 / probe
+    return library, config(max(1, int(kernel_ms / 1000 / per_iteration)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default="host-multiprocess", help="engine (default: %(default)s)")
@@ -132,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.library:
         library: Any = Path(args.library)
         config: Any = json.loads(Path(args.config).read_text())
+    elif args.engine.startswith("cpu-"):
+        library, config = cpu_spin_function(args.kernel_ms)
     else:
         library = host_library(["sleep_ms"])
         config = {"schema": "pappus/function@1", "library": "lib", "kernels": ["sleep_ms"],
