@@ -17,8 +17,6 @@ The session prints what it tried (``pappus security:`` lines in the terminal sum
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +32,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from pappus._files import file_lock
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -149,15 +149,6 @@ def _shared_root(factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +208,7 @@ class Builder:
             return self.cache[key]
         work = self.root / f"{source.stem}-{key}"
         so = work / "out" / f"{source.stem}.so"
-        with _file_lock(self.root / f"{key}.lock"):
+        with file_lock(self.root / f"{key}.lock"):
             if not so.is_file():
                 work.mkdir(parents=True, exist_ok=True)
                 src = work / source.name

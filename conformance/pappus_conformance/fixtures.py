@@ -8,7 +8,6 @@ test with its own builder, once per session (shared between xdist workers throug
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pappus._files import file_lock
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 SUITE_LIBRARIES = ("suite", "heap", "sandbox")
@@ -56,16 +57,9 @@ def pappus_backend(request: pytest.FixtureRequest) -> Any:
     return backend
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return file_lock(path)
 
 
 @pytest.fixture(scope="session")

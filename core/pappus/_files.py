@@ -1,4 +1,6 @@
-"""Reading a caller-named file safely: regular files only, never more than a limit.
+"""Files named by callers or shared between processes: safe reads, and one lock primitive.
+
+Reading a caller-named file safely: regular files only, never more than a limit.
 
 ``Path.read_bytes`` after ``stat`` is not enough: a character device (``/dev/zero``, or a
 symlink to it) reports size 0 and never ends, a FIFO blocks the reader forever, and a file can
@@ -7,9 +9,11 @@ grow between the ``stat`` and the read.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -52,4 +56,17 @@ def read_regular_file(path: str | Path, limit: int, check_size: Callable[[int], 
             left -= len(chunk)
         return b"".join(chunks)
     finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if absent) for the ``with`` block: what
+    processes sharing a state or cache directory serialise on."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -25,18 +25,17 @@ reveal it); ``pappus gc`` style collection is an offline, operator-side job.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import file_lock
 from .config.parser import library_name_problem
 from .errors import FieldError, LibraryError, NotFound, QuotaExceeded, ValidationError
 
@@ -125,15 +124,9 @@ class Registry:
 
     # --- locking and atomic files ----------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The registry's lock, shared by every process using this state directory."""
+        return file_lock(self._lock_path)
 
     def _atomic_write(self, path: Path, data: bytes, mode: int = 0o600) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
