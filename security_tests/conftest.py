@@ -34,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from pappus._files import file_lock
+from pappus._procfs import iter_process_stats
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -323,16 +324,9 @@ def descendants(pid: int | None = None) -> set[int]:
     root = pid or os.getpid()
     parents: dict[int, int] = {}
     states: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                rest = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(rest[1])
-        states[int(entry)] = rest[0].decode()
+    for p, fields in iter_process_stats():
+        parents[p] = int(fields[1])
+        states[p] = fields[0].decode()
     out: set[int] = set()
     frontier = [root]
     while frontier:

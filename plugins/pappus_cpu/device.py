@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pappus._procfs import iter_process_stats
 from pappus.errors import DeviceError, KernelFault, LibraryError, SandboxViolation
 from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
 from pappus.kernels import LibraryInfo
@@ -784,21 +785,7 @@ _WAKE = [bytes((i,)) for i in range(256)]
 
 def _group_running(pgid: int) -> bool:
     """Whether a process of group ``pgid`` is alive and not a zombie."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return False
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+    return any(int(fields[2]) == pgid and fields[0] not in (b"Z", b"X") for _, fields in iter_process_stats())
 
 
 def _signame(sig: int) -> str:

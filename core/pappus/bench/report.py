@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._procfs import iter_process_stats
+
 SCHEMA = "pappus/bench@1"
 
 
@@ -83,21 +85,9 @@ def _tree_cpu(root: int) -> float:
     """CPU seconds of ``root`` and every descendant (children reaped inside the tree included)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0.0
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                rest = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry)
-        parents[pid] = int(rest[1])
-        times[pid] = sum(int(v) for v in rest[11:15]) / _TICK  # utime stime cutime cstime
+    for pid, fields in iter_process_stats():
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
