@@ -295,7 +295,7 @@ def make_runtime(engine: str, state: Path, *, pool_bytes: int = POOL_BYTES, work
 
 def template_offsets() -> list[int]:
     """Offsets of the device template's control globals, read from its public binary:
-    status_pages, cmd, cmd_size, pool, pool_size, status, page size."""
+    status_pages, cmd, cmd_size, pool, pool_size, status, page size, done_wr."""
     import mmap
 
     from elftools.elf.elffile import ELFFile
@@ -308,12 +308,12 @@ def template_offsets() -> list[int]:
         symtab = elf.get_section_by_name(".symtab")
         if symtab is None:
             pytest.skip("the device template binary is stripped: its control globals cannot be located by name")
-        want = ["status_pages", "cmd", "cmd_size", "pool", "pool_size", "status"]
+        want = ["status_pages", "cmd", "cmd_size", "pool", "pool_size", "status", "done_wr"]
         found = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name in want}
     missing = [w for w in want if w not in found]
     if missing:
         pytest.skip(f"the device template has no symbols {missing}: its layout changed")
-    return [found[w] for w in want] + [mmap.PAGESIZE]
+    return [found[w] for w in want[:6]] + [mmap.PAGESIZE, found["done_wr"]]
 
 
 # --- leaks: processes, descriptors, shared memory, memory --------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from pappus.errors import KernelFault, PappusError, SandboxViolation
+from pappus_cpu.device import EXIT_GRACE
 
 from .conftest import (
     ENGINES,
@@ -233,7 +235,7 @@ def test_every_system_call_number_is_stopped(rt: Any) -> None:
 
 @pytest.fixture(scope="module")
 def offsets() -> bytes:
-    return struct.pack("<7Q", *template_offsets())
+    return struct.pack("<8Q", *template_offsets())
 
 
 def _ctl(name: str, which: int | None) -> dict[str, Any]:
@@ -273,6 +275,9 @@ CONTROL = {
     11: ("point the fault handler's status at the next child's page, then trap", KernelFault),
     12: ("point the fault handler's status into its own buffer, then trap", KernelFault),
     13: ("take its own view of the command region away, then finish", "own"),
+    14: ("say it finished on its done pipe, then keep writing its output", "own"),
+    15: ("say it finished on its done pipe, then never exit", "own"),
+    16: ("fill its done pipe with every byte value, then finish", "own"),
 }
 
 
@@ -291,8 +296,12 @@ def test_control_memory_attacks_only_hurt_the_attacker(rt: Any, offsets: bytes, 
     if which in (8, 9, 10) and isinstance(outcome, KernelFault):
         assert "memory_fault" in outcome.fields["reasons"], outcome.fields
     assert templates() == before, "the template survived and was not replaced"
+    started = time.monotonic()
     for seed in range(3):  # the next children (both parities) run correctly
         bob_is_served(rt, seed)
+    # A child that said it finished but does not exit is killed before the pool is reused:
+    # the next tenant waits for that grace at most, not for the attacker's deadline.
+    assert time.monotonic() - started < EXIT_GRACE + 5.0
 
 
 def test_the_child_shares_only_the_pool_command_and_status_memory(rt: Any) -> None:

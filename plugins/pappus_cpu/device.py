@@ -4,8 +4,12 @@ It drives a device template process (``csrc/pappus_cpu_device.c``) over a socket
 is a memfd mapped here and in the template, so ``write``/``read``/``memset`` are plain memory
 copies with no IPC; device addresses are the template's (and its children's) addresses of the
 pool. ``run`` writes the whole launch program into a shared command region and wakes the
-template's pre-forked child with one byte; the template reports how the child ended, and only
-then (the child is dead and can no longer touch the pool) does ``run`` return.
+template's pre-forked child with one byte. The child answers with one byte on its done pipe
+when the program has finished, before its process is torn down, and ``run`` returns then: the
+outputs are complete. The pool is not touched again (zeroed, written, run on) until the
+template has reaped that child and reported it, so the teardown overlaps with handing the
+outputs over. A kernel that forges the byte early gains only wrong outputs of its own; one
+that then keeps running is killed after ``EXIT_GRACE`` before the pool is reused.
 
 Isolation per invocation comes from the fresh child: every global, static, stack and the malloc
 arena start from their load-time image. Pool contents are zeroed by the buffer pool on release;
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import select
@@ -43,12 +48,17 @@ from . import native
 from . import protocol as P
 from .driver import CPU_LIMITS, CpuDriver, loadable_image
 
+log = logging.getLogger("pappus.cpu")
+
 DEFAULT_MEMORY = 512 * 1024 * 1024
 DEFAULT_FIBER_STACK = 64 * 1024
 DEFAULT_GUARDED_STACKS = 64
 DEFAULT_CMD_BYTES = 1 << 20
 HELLO_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 60.0
+#: Seconds a child that said it finished gets to exit before the pool is reused anyway (it is
+#: killed first). Normal exits take well under a millisecond.
+EXIT_GRACE = 0.25
 
 
 @dataclass(eq=False)
@@ -105,6 +115,9 @@ class CpuDevice(DeviceAPI):
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._go_fds: list[int] = []
+        self._done_fds: list[int] = []
+        self._pollers: list[Any] = []  # per child slot: the socket and that slot's done pipe
+        self._exiting = 0  # a child that reported done but whose exit is not reported yet
         self._send_lock = threading.Lock()
         self._reap_lock = threading.Lock()
         self._alive = False
@@ -166,14 +179,20 @@ class CpuDevice(DeviceAPI):
         self._alive = True
         try:
             hello = self._recv(timeout=HELLO_TIMEOUT)
-            self._go_fds = hello.fds
+            self._go_fds, self._done_fds = hello.fds[:2], hello.fds[2:]
             if hello.op != P.OP_HELLO or hello.err:
                 raise DeviceError(f"the CPU device template failed to start: "
                                   f"{hello.payload.decode(errors='replace') or hello.err}", api="open")
-            if len(self._go_fds) != 2:
-                raise DeviceError("the CPU device template sent no wake-up pipes", api="open")
-            for fd in self._go_fds:  # a full pipe already holds a wake-up: never block on it
+            if len(self._go_fds) != 2 or len(self._done_fds) != 2:
+                raise DeviceError("the CPU device template sent no wake-up and done pipes", api="open")
+            for fd in hello.fds:  # a full wake-up pipe already holds a wake-up: never block on it
                 os.set_blocking(fd, False)
+            self._pollers = []
+            for fd in self._done_fds:
+                poller = select.poll()
+                poller.register(ours.fileno(), select.POLLIN)
+                poller.register(fd, select.POLLIN)
+                self._pollers.append(poller)
             self._details = self._parse_hello(hello)
             self._map_cmd(self.cmd_bytes)
         except BaseException:
@@ -196,9 +215,10 @@ class CpuDevice(DeviceAPI):
         self._kill_group()
         self._reap()
         self._proc = None
-        for fd in self._go_fds:
+        for fd in self._go_fds + self._done_fds:
             os.close(fd)
-        self._go_fds = []
+        self._go_fds, self._done_fds, self._pollers = [], [], []
+        self._exiting = 0  # the template killed and reaped it
         if self._cmd_mm is not None:
             self._cmd_mm.close()
             self._cmd_mm = None
@@ -328,6 +348,7 @@ class CpuDevice(DeviceAPI):
         return _Reply(op, err, a, b, c, d, data[P.MSG.size:], fds)
 
     def _request(self, op: int, a: int = 0, b: int = 0, payload: bytes = b"", fd: int | None = None) -> _Reply:
+        self._await_exit()  # nothing changes under a child that is still on its way out
         self._send(op, a, b, payload=payload, fd=fd)
         while True:
             rep = self._recv(timeout=REQUEST_TIMEOUT)
@@ -336,6 +357,36 @@ class CpuDevice(DeviceAPI):
             if rep.op == op:
                 return rep
             # A DONE that arrives here belongs to no run (cannot happen in order); ignore it.
+
+    def _await_exit(self) -> None:
+        """Return once the child that last reported done has been reaped by the template.
+
+        Called before anything touches the pool again: until then that child could still write
+        to it. A child that does not exit within ``EXIT_GRACE`` is killed."""
+        seq = self._exiting
+        if not seq:
+            return
+        sock = self._sock
+        if sock is None:
+            self._exiting = 0
+            return
+        deadline = time.monotonic() + EXIT_GRACE
+        killed = False
+        while self._exiting == seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                if killed:
+                    self._died(f"a child that finished did not exit within {EXIT_GRACE + REQUEST_TIMEOUT:g} s")
+                log.warning("a CPU kernel reported done but its process did not exit within %g s; killing it",
+                            EXIT_GRACE)
+                self._send(P.OP_ABORT, a=seq)
+                killed, deadline = True, time.monotonic() + REQUEST_TIMEOUT
+                continue
+            rep = self._recv()
+            for extra in rep.fds:
+                os.close(extra)
+            if rep.op == P.OP_DONE and rep.a == seq:
+                self._exiting = 0
 
     def _kill_group(self) -> None:
         """SIGKILL the template and every child it forked, and wait until none can run.
@@ -408,6 +459,8 @@ class CpuDevice(DeviceAPI):
         return off
 
     def write(self, address: int, data: memoryview) -> None:
+        if self._exiting:
+            self._await_exit()
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -422,6 +475,8 @@ class CpuDevice(DeviceAPI):
         view[:] = self._pool_mv[off:off + view.nbytes]  # type: ignore[index]
 
     def memset(self, address: int, value: int, nbytes: int) -> None:
+        if self._exiting:
+            self._await_exit()
         off = self._offset(address, nbytes, "memset")
         if nbytes:
             self._pool_np[off:off + nbytes] = value & 0xFF  # type: ignore[index]
@@ -551,7 +606,11 @@ class CpuDevice(DeviceAPI):
             end = self._encode(program, names, modules)
             keep = P.keep_bitmap(modules if self.hide_other_modules else range(P.MAX_MODULES))
             self._encoded = (program, end, names, keep)
+        if self._exiting:  # the last child must be gone before the next one can start
+            self._await_exit()
         seq = P.next_seq(self._seq)
+        done_fd = self._done_fds[seq & 1]
+        _drain(done_fd)  # bytes a dead child wrote past its own: never taken for this run's
         # `go` = 0, every other field, then `go`; the child trusts `go` only after its wake-up byte.
         P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,
                                end - self._prog_off, extent or 0, *keep)
@@ -565,16 +624,34 @@ class CpuDevice(DeviceAPI):
                 self._died("its wake-up pipe is full")
             except OSError as exc:
                 self._died(f"waking it failed: {exc.strerror}")
-            while True:  # the template reports once the child is dead and can no longer touch the pool
+            rep = self._wait_run(seq, done_fd)
+        finally:
+            self._running_seq = 0
+        self.runs += 1
+        if rep is not None:
+            self._check(rep, names, extent)
+
+    def _wait_run(self, seq: int, done_fd: int) -> _Reply | None:
+        """Wait for run ``seq``: None when its child said it finished (its exit is awaited before
+        the pool is used again), else the template's report of how the child ended."""
+        poller = self._pollers[seq & 1]
+        mine = seq & 0xFF
+        while True:
+            for fd, _events in poller.poll():
+                if fd == done_fd:
+                    try:
+                        said = os.read(done_fd, 64)
+                    except BlockingIOError:
+                        continue
+                    if mine in said:
+                        self._exiting = seq
+                        return None
+                    continue
                 rep = self._recv()
                 for extra in rep.fds:
                     os.close(extra)
                 if rep.op == P.OP_DONE and rep.a == seq:
-                    break
-        finally:
-            self._running_seq = 0
-        self.runs += 1
-        self._check(rep, names, extent)
+                    return rep
 
     def abort(self) -> None:
         """Kill the child running now (from any thread); its ``run`` raises KernelFault(SIGKILL)."""
@@ -781,6 +858,14 @@ class _NoRoom(Exception):
 #: never takes a byte left over from an earlier invocation (whose child died before reading it)
 #: for its own.
 _WAKE = [bytes((i,)) for i in range(256)]
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _group_running(pgid: int) -> bool:

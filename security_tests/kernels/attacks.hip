@@ -134,7 +134,7 @@ __global__ void trap() { __builtin_trap(); }
 // ---- the template's control structures --------------------------------------------------------
 // `offs` holds the offsets of the template's globals (from its symbol table: the binary is
 // public, so an attacker knows them): status_pages, cmd, cmd_size, pool, pool_size, status,
-// page size. The program's load address comes from the loader's own list (no system call).
+// page size, done_wr (the done pipes). The program's load address comes from the loader's own list (no system call).
 
 static int first_object(struct dl_phdr_info* info, size_t, void* data) {
     *(uintptr_t*)data = info->dlpi_addr;
@@ -156,6 +156,7 @@ struct ctl {
     char* status;
     uint64_t page;
     char** status_var;
+    int* done_wr;
 };
 
 static ctl locate(const uint64_t* offs) {
@@ -169,6 +170,7 @@ static ctl locate(const uint64_t* offs) {
     c.status = *(char**)(b + offs[5]);
     c.page = offs[6];
     c.status_var = (char**)(b + offs[5]);
+    c.done_wr = (int*)(b + offs[7]);
     return c;
 }
 
@@ -248,6 +250,21 @@ __global__ void ctl_attack(const uint64_t* offs, uint64_t which, uint64_t* out) 
         syscall(SYS_mprotect, (uintptr_t)c.cmd, c.cmd_size, PROT_NONE);  // region away (allowed) and finish
         out[0] = 1;
         break;
+    case 14:                                                              // say "done" on our done pipe, then
+    case 15: {                                                            // keep writing (14) or spin (15)
+        unsigned char b = (unsigned char)mine->seq;
+        syscall(SYS_write, c.done_wr[mine->seq & 1], &b, 1);
+        volatile uint64_t* v = out;
+        for (uint64_t i = 0; which == 15 || i < 20000000; i++) v[2] = i;
+        break;
+    }
+    case 16: {                                                            // fill our done pipe with every byte
+        unsigned char all[4096];                                          // value (the next child of this slot
+        for (int i = 0; i < 4096; i++) all[i] = (unsigned char)i;         // must not be taken for done), finish
+        for (int k = 0; k < 32; k++) syscall(SYS_write, c.done_wr[mine->seq & 1], all, sizeof all);
+        out[0] = 1;
+        break;
+    }
     }
     out[1] = which;
 }

@@ -8,9 +8,12 @@
  * writes a command block into the shared command region, sets `go = seq` and writes the byte
  * `seq & 0xff` to go pipe `seq & 1`. The child forked for `seq` has already installed its
  * seccomp allow-list while it waited; once it has read its byte it takes away what the tenant
- * must not touch (and hides it from the loader's list), runs the whole launch program, and
- * exits. The template reaps it, reports its status, and forks the child for the invocation
- * after the next.
+ * must not touch (and hides it from the loader's list), runs the whole launch program, writes
+ * `seq & 0xff` to done pipe `seq & 1` and exits. The supervisor may hand the outputs over as
+ * soon as that byte arrives, but it touches the pool again (zeroing, the next inputs, the next
+ * run) only once the template has reaped the child and reported its status: the byte only
+ * saves waiting for the process teardown, and a kernel that forges it gains nothing but wrong
+ * outputs of its own. The template then forks the child for the invocation after the next.
  *
  * A child is forked per invocation, so library globals, statics, fiber stacks, dynamic shared
  * memory and the device-malloc arena start from their load-time (zero) images every time.
@@ -20,8 +23,8 @@
  *             library directories (where the kernel has Landlock), a seccomp deny-list that ends
  *             the process on exec, sockets, ptrace, namespaces, mounts, bpf, io_uring, ...
  *   child:    all of the above plus an allow-list: exit, exit_group, rt_sigreturn, read() on its
- *             own wake pipe and mprotect() to PROT_NONE; any other system call raises SIGSYS,
- *             whose handler records the call and exits.
+ *             own wake pipe, write() on its own done pipe and mprotect() to PROT_NONE; any
+ *             other system call raises SIGSYS, whose handler records the call and exits.
  *
  * Single-threaded; compiled by pappus_cpu/native.py with the system C compiler.
  */
@@ -167,7 +170,7 @@ struct module {
     struct link_map *lm;  /* its entry in the loader's list of loaded objects */
 };
 
-static int sock = -1, sigfd = -1, go_rd[2] = {-1, -1};
+static int sock = -1, sigfd = -1, go_rd[2] = {-1, -1}, done_wr[2] = {-1, -1};
 static pid_t self_pid;
 static long page;
 
@@ -219,7 +222,8 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 static int send_msg(const struct msg *m, const void *payload, size_t len, const int *fds, int nfds) {
     struct iovec iov[2] = {{(void *)m, sizeof *m}, {(void *)payload, len}};
     struct msghdr h = {0};
-    char cbuf[CMSG_SPACE(2 * sizeof(int))];
+    char cbuf[CMSG_SPACE(4 * sizeof(int))];
+    if (nfds > 4) return -1;
     h.msg_iov = iov;
     h.msg_iovlen = len ? 2 : 1;
     if (nfds > 0) {
@@ -338,31 +342,38 @@ static void build_deny_filter(uint32_t deny_action) {
 #define LD_ARG(i, hi) INSN(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[i]) + ((hi) ? 4 : 0), 0, 0)
 
 /* The child's allow-list, installed before it waits for its invocation: exit, exit_group and
- * rt_sigreturn; read() on its own wake pipe (to wait); mprotect() to PROT_NONE (to take away
- * the pool past the invocation's buffers and the modules it does not use). Both of the last two
- * can only take something away from the child itself. Everything else raises SIGSYS. */
-static void build_child_filter(int wake_fd) {
+ * rt_sigreturn; read() on its own wake pipe (to wait); write() on its own done pipe (to say it
+ * finished); mprotect() to PROT_NONE (to take away the pool past the invocation's buffers and
+ * the modules it does not use). The done pipe reaches only the supervisor, which trusts it for
+ * nothing but this child's own outputs; mprotect can only take something away from the child
+ * itself. Everything else raises SIGSYS. */
+static void build_child_filter(int wake_fd, int done_fd) {
     struct sock_filter *f = child_prog;
     unsigned n = 0;
     f[n++] = LD_ARCH;                           /* 0 */
     f[n++] = JEQ(NATIVE_ARCH, 1, 0);            /* 1 */
     f[n++] = RET(SECCOMP_RET_TRAP);             /* 2: a foreign system call ABI */
     f[n++] = LD_NR;                             /* 3 */
-    f[n++] = JEQ(SYS_exit_group, 13, 0);        /* 4 -> 18 */
-    f[n++] = JEQ(SYS_exit, 12, 0);              /* 5 -> 18 */
-    f[n++] = JEQ(SYS_rt_sigreturn, 11, 0);      /* 6 -> 18 */
+    f[n++] = JEQ(SYS_exit_group, 18, 0);        /* 4 -> 23 */
+    f[n++] = JEQ(SYS_exit, 17, 0);              /* 5 -> 23 */
+    f[n++] = JEQ(SYS_rt_sigreturn, 16, 0);      /* 6 -> 23 */
     f[n++] = JEQ(SYS_read, 0, 4);               /* 7 -> 8 | 12 */
     f[n++] = LD_ARG(0, 0);                      /* 8 */
-    f[n++] = JEQ((uint32_t)wake_fd, 0, 7);      /* 9 -> 10 | 17 */
+    f[n++] = JEQ((uint32_t)wake_fd, 0, 12);     /* 9 -> 10 | 22 */
     f[n++] = LD_ARG(0, 1);                      /* 10 */
-    f[n++] = JEQ(0, 6, 5);                      /* 11 -> 18 | 17 */
-    f[n++] = JEQ(SYS_mprotect, 0, 4);           /* 12 -> 13 | 17 */
-    f[n++] = LD_ARG(2, 0);                      /* 13 */
-    f[n++] = JEQ(PROT_NONE, 0, 2);              /* 14 -> 15 | 17 */
-    f[n++] = LD_ARG(2, 1);                      /* 15 */
-    f[n++] = JEQ(0, 1, 0);                      /* 16 -> 18 | 17 */
-    f[n++] = RET(SECCOMP_RET_TRAP);             /* 17 */
-    f[n++] = RET(SECCOMP_RET_ALLOW);            /* 18 */
+    f[n++] = JEQ(0, 11, 10);                    /* 11 -> 23 | 22 */
+    f[n++] = JEQ(SYS_write, 0, 4);              /* 12 -> 13 | 17 */
+    f[n++] = LD_ARG(0, 0);                      /* 13 */
+    f[n++] = JEQ((uint32_t)done_fd, 0, 7);      /* 14 -> 15 | 22 */
+    f[n++] = LD_ARG(0, 1);                      /* 15 */
+    f[n++] = JEQ(0, 6, 5);                      /* 16 -> 23 | 22 */
+    f[n++] = JEQ(SYS_mprotect, 0, 4);           /* 17 -> 18 | 22 */
+    f[n++] = LD_ARG(2, 0);                      /* 18 */
+    f[n++] = JEQ(PROT_NONE, 0, 2);              /* 19 -> 20 | 22 */
+    f[n++] = LD_ARG(2, 1);                      /* 20 */
+    f[n++] = JEQ(0, 1, 0);                      /* 21 -> 23 | 22 */
+    f[n++] = RET(SECCOMP_RET_TRAP);             /* 22 */
+    f[n++] = RET(SECCOMP_RET_ALLOW);            /* 23 */
     child_len = (unsigned short)n;
 }
 
@@ -651,8 +662,9 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
     if (getppid() != template_pid) _exit(0);
     close(sock);
     close(sigfd);
-    int wake = go_rd[seq & 1];
+    int wake = go_rd[seq & 1], done = done_wr[seq & 1];
     close(go_rd[(seq & 1) ^ 1]);
+    close(done_wr[(seq & 1) ^ 1]);
     status = (struct child_status *)((char *)status_pages + (size_t)(seq & 1) * (size_t)page);
     char *other_status = (char *)status_pages + (size_t)((seq & 1) ^ 1) * (size_t)page;
     for (int i = 0; i < MAX_MODULES; i++)
@@ -682,7 +694,7 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
     if (hint) madvise(pool, round_up(hint < pool_size ? hint : pool_size, (size_t)page), MADV_POPULATE_WRITE);
     madvise(stacks + stack_stride - 4 * (size_t)page, 4 * (size_t)page, MADV_POPULATE_WRITE);
     relink_loader_list(cmd_hdr, 1);
-    build_child_filter(wake);
+    build_child_filter(wake, done);
     if (load_filter(child_prog, child_len) != 0) bad_command();
 
     volatile struct cmd_header *h = cmd_hdr;
@@ -716,6 +728,8 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
 
     run_nodes(cmd + hdr->prog_off, cmd + hdr->prog_off + hdr->prog_len);
     status->state = ST_DONE;
+    unsigned char done_byte = (unsigned char)seq;
+    syscall(SYS_write, done, &done_byte, 1); /* the outputs are complete; the teardown is not */
     syscall(SYS_exit_group, 0);
 }
 
@@ -1091,8 +1105,10 @@ int main(int argc, char **argv) {
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    int go0[2], go1[2];
+    int go0[2], go1[2], done0[2], done1[2];
     if (sigfd < 0 || pipe2(go0, O_CLOEXEC) != 0 || pipe2(go1, O_CLOEXEC) != 0 ||
+        pipe2(done0, O_CLOEXEC) != 0 || pipe2(done1, O_CLOEXEC) != 0 ||
+        fcntl(done0[1], F_SETFL, O_NONBLOCK) != 0 || fcntl(done1[1], F_SETFL, O_NONBLOCK) != 0 ||
         setup_regions(stack_bytes + (size_t)page, count, guarded) != 0) {
         struct msg m = {OP_HELLO, errno ? errno : ENOMEM, 0, 0, 0, 0};
         const char *why = "template setup failed";
@@ -1101,6 +1117,8 @@ int main(int argc, char **argv) {
     }
     go_rd[0] = go0[0];
     go_rd[1] = go1[0];
+    done_wr[0] = done0[1]; /* non-blocking: a child that filled its pipe still gets to exit */
+    done_wr[1] = done1[1];
 
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
         struct msg m = {OP_HELLO, errno, 0, 0, 0, 0};
@@ -1130,14 +1148,13 @@ int main(int argc, char **argv) {
              "landlock_abi=%d\nlandlock=%s\nseccomp=%s\n",
              (unsigned long)(uintptr_t)stacks, stack_stride, stack_count, stack_guarded,
              (unsigned long)(uintptr_t)dyn_end, landlock_abi, landlock_note,
-             seccomp_mode == 1 ? "deny-list in the template; allow-list in children: exit, exit_group, rt_sigreturn, read(wake pipe), mprotect(PROT_NONE)"
-                               : "deny-list in the template; allow-list in children: exit, exit_group, rt_sigreturn, read(wake pipe), mprotect(PROT_NONE); no SPEC_ALLOW");
+             seccomp_mode == 1 ? "deny-list in the template; allow-list in children: exit, exit_group, rt_sigreturn, read(wake pipe), write(done pipe), mprotect(PROT_NONE)"
+                               : "deny-list in the template; allow-list in children: exit, exit_group, rt_sigreturn, read(wake pipe), write(done pipe), mprotect(PROT_NONE); no SPEC_ALLOW");
     struct msg hello = {OP_HELLO, 0, (uint64_t)self_pid, (uint64_t)page, (uint64_t)landlock_abi,
                         (uint64_t)landlock_active};
-    int go_wr[2] = {go0[1], go1[1]};
-    if (send_msg(&hello, info, strlen(info), go_wr, 2) < 0) return 0;
-    close(go0[1]);
-    close(go1[1]);
+    int ends[4] = {go0[1], go1[1], done0[0], done1[0]};
+    if (send_msg(&hello, info, strlen(info), ends, 4) < 0) return 0;
+    for (int i = 0; i < 4; i++) close(ends[i]);
 
     for (;;) {
         ensure_children();
