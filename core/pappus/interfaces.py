@@ -90,6 +90,14 @@ class DeviceAPI(abc.ABC):
     def read(self, address: int, out: memoryview) -> None:
         """Copy device memory into a host buffer of ``out.nbytes``."""
 
+    def read_bytes(self, address: int, nbytes: int) -> bytes:
+        """Device memory as a new ``bytes`` (an output handed to the caller). The default reads
+        into a bytearray and copies it; a device with host-visible memory does one copy."""
+        out = bytearray(nbytes)
+        if nbytes:
+            self.read(address, memoryview(out))
+        return bytes(out)
+
     @abc.abstractmethod
     def memset(self, address: int, value: int, nbytes: int) -> None:
         """Fill device memory; used to zero the pool."""

@@ -80,10 +80,7 @@ def _run(device: DeviceAPI, pool: BufferPool, plan: Plan, inputs: Mapping[str, A
     for name in plan.outputs:
         size = res.sizes[name]
         if sink is None:
-            out = bytearray(size)
-            if size:
-                device.read(pool.span(offsets[name], size, name), memoryview(out))
-            outputs[name] = bytes(out)
+            outputs[name] = device.read_bytes(pool.span(offsets[name], size, name), size)
         else:
             dst = sink(name, size)
             if memoryview(dst).nbytes != size:

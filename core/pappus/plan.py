@@ -9,7 +9,9 @@ DeviceAPI executes (by default launch by launch; the CPU backend ships it whole 
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,9 @@ from .config.model import (
 from .errors import FieldError, InvalidInput
 from .kernels import DeviceLimits, KernelParam
 from .pool import DEFAULT_ALIGNMENT
+
+#: Resolutions (and programs) a plan keeps for repeated input sizes.
+CACHED_RESOLUTIONS = 32
 
 _INT_FORMATS = {1: "b", 2: "h", 4: "i", 8: "q"}
 _UINT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -139,6 +144,12 @@ class Plan:
         self._sizers = {name: self._compile(sizing) for name, sizing in bp.buffers}
         self._packers: dict[int, tuple[Callable[..., bytes], ...]] = {}
         self._compiled: dict[int, Callable[[dict[str, int], Mapping[str, Any]], int]] = {}
+        # Without FromInput anywhere, a resolution depends on the input sizes alone: invocations
+        # with the sizes of a recent one reuse its resolution, and its program for the same pool
+        # placement, instead of evaluating and packing everything again.
+        self.sizes_only = not _reads_input_values(bp)
+        self._resolutions: OrderedDict[tuple[int, ...], Resolution] = OrderedDict()
+        self._programs: dict[int, tuple[Resolution, Mapping[str, Any], int, tuple[int, ...], Program]] = {}
 
     # --- preparation -----------------------------------------------------------------------
 
@@ -249,8 +260,27 @@ class Plan:
             raise InvalidInput(errors)
 
     def resolve(self, inputs: Mapping[str, Any]) -> Resolution:
-        """Evaluate sizes, layout and control flow for these inputs; raise InvalidInput on any bound."""
+        """Evaluate sizes, layout and control flow for these inputs; raise InvalidInput on any bound.
+
+        The result is shared between invocations with the same input sizes (when sizes are all
+        that matters): treat it as read-only."""
         self.check_inputs(inputs)
+        if not self.sizes_only:
+            return self._resolve(inputs)
+        key = tuple([len(inputs[name]) for name in self.inputs])
+        cached = self._resolutions.get(key)
+        if cached is not None:
+            return cached
+        res = self._resolve(inputs)  # raises on a bound: nothing invalid is ever cached
+        self._resolutions[key] = res
+        while len(self._resolutions) > CACHED_RESOLUTIONS:
+            try:
+                self._resolutions.popitem(last=False)
+            except KeyError:  # another thread evicted it first
+                break
+        return res
+
+    def _resolve(self, inputs: Mapping[str, Any]) -> Resolution:
         env: dict[str, int] = {name: len(inputs[name]) for name in self.inputs}
         sizes: dict[str, int] = {}
         for name in self._buffer_order:
@@ -347,9 +377,29 @@ class Plan:
 
     def program(self, resolution: Resolution, base: int, handles: Mapping[str, Any],
                 offsets: Mapping[str, int] | None = None) -> Program:
-        """Pack arguments for buffers placed at ``base + offsets`` (default: the resolution's)."""
-        sizes = resolution.sizes
+        """Pack arguments for buffers placed at ``base + offsets`` (default: the resolution's).
+
+        The same resolution placed the same way with the same handles gets the same Program
+        object back (a device may recognise it and skip re-encoding)."""
         offsets = resolution.offsets if offsets is None else offsets
+        if not self.sizes_only:  # every invocation has its own resolution: nothing to reuse
+            return self._program(resolution, base, handles, offsets)
+        placed = tuple(offsets.values())
+        cached = self._programs.get(id(resolution))
+        # Identity checks: the cache entry keeps the resolution and handles alive, so their
+        # ids cannot have been reused by other objects.
+        if (cached is not None and cached[0] is resolution and cached[1] is handles and cached[2] == base
+                and cached[3] == placed):
+            return cached[4]
+        program = self._program(resolution, base, handles, offsets)
+        if len(self._programs) >= CACHED_RESOLUTIONS:
+            self._programs.clear()
+        self._programs[id(resolution)] = (resolution, handles, base, placed, program)
+        return program
+
+    def _program(self, resolution: Resolution, base: int, handles: Mapping[str, Any],
+                 offsets: Mapping[str, int]) -> Program:
+        sizes = resolution.sizes
 
         def build(steps: tuple[Any, ...]) -> tuple[Step, ...]:
             out: list[Step] = []
@@ -372,6 +422,17 @@ class Plan:
 
 class _SizeProblem(Exception):
     pass
+
+
+def _reads_input_values(node: Any) -> bool:
+    """Whether any size, dimension, value or count under ``node`` reads input contents (FromInput)."""
+    if isinstance(node, FromInput):
+        return True
+    if isinstance(node, (tuple, list)):
+        return any(_reads_input_values(item) for item in node)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return any(_reads_input_values(getattr(node, f.name)) for f in dataclasses.fields(node))
+    return False
 
 
 class _Env(dict):

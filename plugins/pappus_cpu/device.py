@@ -474,6 +474,10 @@ class CpuDevice(DeviceAPI):
         off = self._offset(address, view.nbytes, "read")
         view[:] = self._pool_mv[off:off + view.nbytes]  # type: ignore[index]
 
+    def read_bytes(self, address: int, nbytes: int) -> bytes:
+        off = self._offset(address, nbytes, "read")
+        return self._pool_mm[off:off + nbytes]  # type: ignore[index]  # one copy, into the bytes
+
     def memset(self, address: int, value: int, nbytes: int) -> None:
         if self._exiting:
             self._await_exit()
@@ -597,7 +601,7 @@ class CpuDevice(DeviceAPI):
             raise DeviceError("run before reserve", api="run")
         extent = self._extent(program)
         cached = self._encoded
-        if cached is not None and cached[0] == program:  # the same function again: already in place
+        if cached is not None and (cached[0] is program or cached[0] == program):  # already in place
             _, end, names, keep = cached
         else:
             self._encoded = None

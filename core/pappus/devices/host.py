@@ -169,6 +169,9 @@ class HostDevice(DeviceAPI):
     def read(self, address: int, out: memoryview) -> None:
         np.frombuffer(out, dtype=np.uint8)[:] = self._slice(address, out.nbytes)
 
+    def read_bytes(self, address: int, nbytes: int) -> bytes:
+        return self._slice(address, nbytes).tobytes()
+
     def memset(self, address: int, value: int, nbytes: int) -> None:
         self._slice(address, nbytes)[:] = value
 
