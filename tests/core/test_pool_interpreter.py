@@ -188,3 +188,39 @@ def test_value_argument_read_from_an_input(device):
     with pytest.raises(InvalidInput) as info:  # negative counts are refused before anything runs
         run_invocation(device, pool, plan, {"A": a.tobytes(), "cfg": struct.pack("<q", -1)}, handles)
     assert "Value.value" in str(info.value) and "negative" in str(info.value)
+
+
+def test_resolutions_are_shared_only_when_sizes_alone_decide(device):
+    """A plan whose sizes, launches and values depend on input sizes only reuses the resolution
+    of earlier inputs of the same sizes (and the packed program for the same placement); one
+    that reads input contents (FromInput) resolves every invocation afresh."""
+    pool, plan, handles = setup(device, matmul_config(repeat=5))
+    assert plan.sizes_only
+    small = plan.resolve({"A": bytes(8 * 8 * 8)})
+    assert plan.resolve({"A": bytearray(8 * 8 * 8)}) is small
+    large = plan.resolve({"A": bytes(16 * 16 * 8)})
+    assert large is not small and large.sizes["B"] == 16 * 16 * 8 and small.sizes["B"] == 8 * 8 * 8
+    offsets = dict(small.offsets)
+    program = plan.program(small, pool.base, handles, offsets)
+    assert plan.program(small, pool.base, handles, dict(offsets)) is program
+    moved = plan.program(small, pool.base + 4096, handles, offsets)
+    assert moved is not program and moved != program
+
+    doc = matmul_config(repeat={"FromInput": {"input": "cfg", "index": 0, "type": "u32"}})
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 4}]
+    _, dynamic, _ = setup(device, doc, pool=pool)
+    assert not dynamic.sizes_only
+    first = dynamic.resolve({"A": bytes(64), "cfg": struct.pack("<I", 7)})
+    second = dynamic.resolve({"A": bytes(64), "cfg": struct.pack("<I", 3)})
+    assert first is not second and first.steps != second.steps
+
+
+def test_a_refused_resolution_is_never_reused(device):
+    """Inputs that fail a bound are refused every time, even after valid inputs of other sizes."""
+    pool, plan, handles = setup(device, matmul_config(), pool_bytes=1 << 16)
+    plan.resolve({"A": bytes(64)})
+    for _ in range(2):
+        with pytest.raises(InvalidInput):
+            plan.resolve({"A": bytes(64), "Z": b""})
+        with pytest.raises(OutOfMemory):
+            run_invocation(device, pool, plan, {"A": bytes(1 << 16)}, handles)
