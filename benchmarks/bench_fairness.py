@@ -37,9 +37,11 @@ def pct(values: list[float], p: float) -> float:
 class OpenLoop(threading.Thread):
     """Submits invocations of ``tenant`` at Poisson arrivals of ``rate``/s for ``duration`` s."""
 
-    def __init__(self, rt: Any, tenant: str, rate: float, duration: float, seed: int) -> None:
+    def __init__(self, rt: Any, tenant: str, rate: float, duration: float, seed: int, function: str = "work",
+                 inputs: dict[str, bytes] | None = None) -> None:
         super().__init__(daemon=True, name=f"load-{tenant}")
         self.rt, self.tenant, self.rate, self.duration = rt, tenant, rate, duration
+        self.function, self.inputs = function, inputs or {}
         self.rng = random.Random(seed)
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
@@ -61,7 +63,7 @@ class OpenLoop(threading.Thread):
                 time.sleep(delay)
             scheduled = t
             try:
-                fut = self.rt.invoke_async("work", {}, tenant=self.tenant)
+                fut = self.rt.invoke_async(self.function, self.inputs, tenant=self.tenant)
             except PappusError as exc:
                 key = exc.fields.get("quota") or exc.code
                 self.rejected[key] = self.rejected.get(key, 0) + 1

@@ -1,0 +1,160 @@
+"""Fault containment costs the other tenants nothing (issue 5): B's latency while M faults.
+
+    python benchmarks/bench_fault_isolation.py [--engine cpu-multiprocess] [--rate 50]
+        [--faults 10] [--rounds 3] [--duration 6] [--json out.json]
+
+Tenant B runs matmul 128 (``examples/matmul``) open loop at ``--rate`` invocations/s (Poisson
+arrivals; latency counted from each scheduled arrival). Tenant M runs ``kernels/oob.hip``, a
+kernel that writes 1 GiB past its buffer, ``--faults`` times a second; each of those ends in a
+``KernelFault``. Phases alternate, B alone and B with M faulting, ``--rounds`` times, so drift
+on a shared machine hits both. Target: B's p99 with M faulting <= 1.5x B's p99 alone, and no
+error for B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_fairness import OpenLoop, pct  # noqa: E402
+
+REPO = HERE.parent
+
+
+class Faulter(threading.Thread):
+    """Invokes M's out-of-bounds function ``rate`` times a second; counts how each ended."""
+
+    def __init__(self, rt: Any, rate: float, duration: float) -> None:
+        super().__init__(daemon=True, name="faulter")
+        self.rt, self.rate, self.duration = rt, rate, duration
+        self.outcomes: dict[str, int] = {}
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        n = 0
+        while True:
+            at = start + n / self.rate
+            if at - start > self.duration:
+                return
+            delay = at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            n += 1
+            try:
+                self.rt.invoke("oob", {}, tenant="m", deadline=10)
+                key = "ok"
+            except Exception as exc:  # the point: each one faults
+                key = getattr(exc, "code", type(exc).__name__)
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+def build() -> tuple[Path, Path]:
+    from pappus_cpu.build import build_library
+
+    out = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-"))
+    matmul = next(p for p in build_library(REPO / "examples" / "matmul" / "matmul.hip", out / "m") if p.suffix == ".so")
+    oob = next(p for p in build_library(HERE / "kernels" / "oob.hip", out / "o") if p.suffix == ".so")
+    return matmul, oob
+
+
+OOB_CONFIG = {"schema": "pappus/function@1", "library": "lib", "kernels": ["write_past"],
+              "blueprint": {"inputs": [], "buffers": {"X": 8}, "outputs": ["X"], "control_flow": [
+                  {"ExecKernel": {"name": "write_past", "args": [{"Ptr": "X"}, {"Constant": {"type": "u64",
+                                                                                             "value": 1 << 30}}],
+                                  "grid": [1], "block": [1]}}]}}
+
+
+def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2) -> dict[str, Any]:
+    import pappus
+
+    matmul, oob = build()
+    state = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-state-"))
+    rt = pappus.Runtime(engine=engine, state_dir=state, workers=workers)
+    rt.register_library("matmul", matmul, tenant="b")
+    rt.register_function("matmul", REPO / "examples" / "matmul" / "matmul.json", tenant="b")
+    rt.register_library("lib", oob, tenant="m")
+    rt.register_function("oob", OOB_CONFIG, tenant="m")
+    a = np.random.default_rng(0).integers(-1000, 1000, size=(128, 128), dtype=np.int64)
+    inputs = {"A": a.tobytes()}
+    want = a @ a.T
+    got = np.frombuffer(rt.invoke("matmul", inputs, tenant="b")["B"], np.int64).reshape(128, 128)
+    assert np.array_equal(got, want), "matmul gave a wrong result"
+    for _ in range(2 * workers):
+        rt.invoke("matmul", inputs, tenant="b")
+        try:
+            rt.invoke("oob", {}, tenant="m")
+        except pappus.PappusError:
+            pass
+    alone: list[float] = []
+    faulting: list[float] = []
+    errors: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for r in range(rounds):
+        for with_faults in (False, True):
+            load = OpenLoop(rt, "b", rate, duration, seed=2 * r + with_faults, function="matmul", inputs=inputs)
+            faulter = Faulter(rt, faults, duration) if with_faults else None
+            if faulter:
+                faulter.start()
+            load.start()
+            load.join()
+            summary = load.summary()
+            if faulter:
+                faulter.join()
+                for k, v in faulter.outcomes.items():
+                    outcomes[k] = outcomes.get(k, 0) + v
+            (faulting if with_faults else alone).extend(load.latencies)
+            for k, v in summary["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+    # B's results are still right after all of it
+    got = np.frombuffer(rt.invoke("matmul", inputs, tenant="b")["B"], np.int64).reshape(128, 128)
+    assert np.array_equal(got, want), "matmul gave a wrong result after the faults"
+    metrics = {m["engine"]: m for m in rt.metrics()}
+    rt.close(drain=False, timeout=10)
+    return {
+        "engine": engine, "workers": workers, "rate": rate, "faults_per_s": faults, "rounds": rounds,
+        "duration_s": duration,
+        "alone": {"n": len(alone), "p50_ms": pct(alone, 0.5) * 1e3, "p99_ms": pct(alone, 0.99) * 1e3},
+        "faulting": {"n": len(faulting), "p50_ms": pct(faulting, 0.5) * 1e3, "p99_ms": pct(faulting, 0.99) * 1e3},
+        "p99_ratio": pct(faulting, 0.99) / pct(alone, 0.99),
+        "b_errors": errors, "m_outcomes": outcomes,
+        "respawns": metrics.get(engine, {}).get("respawns"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", action="append", help="engine (repeatable; default: cpu-multiprocess and "
+                                                      "cpu-sequential)")
+    ap.add_argument("--rate", type=float, default=50.0, help="B's invocations/s (default: %(default)s)")
+    ap.add_argument("--faults", type=float, default=10.0, help="M's faults/s (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3, help="alone/faulting phase pairs (default: %(default)s)")
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per phase (default: %(default)s)")
+    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    args = ap.parse_args(argv)
+    results = []
+    for engine in args.engine or ["cpu-multiprocess", "cpu-sequential"]:
+        res = measure(engine, args.rate, args.faults, args.rounds, args.duration)
+        results.append(res)
+        print(f"{engine}: B alone p50 {res['alone']['p50_ms']:.2f} ms p99 {res['alone']['p99_ms']:.2f} ms "
+              f"(n={res['alone']['n']}); with M faulting {args.faults:g}/s p50 {res['faulting']['p50_ms']:.2f} ms "
+              f"p99 {res['faulting']['p99_ms']:.2f} ms (n={res['faulting']['n']}); p99 ratio "
+              f"{res['p99_ratio']:.2f} (target <= 1.5); B errors {res['b_errors'] or 'none'}; "
+              f"M: {res['m_outcomes']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results}, indent=2))
+    return 0 if all(r["p99_ratio"] <= 1.5 and not r["b_errors"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
