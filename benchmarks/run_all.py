@@ -10,7 +10,8 @@ Writes into OUT:
   *.png               one plot per experiment (latency vs load / repetitions / batch size)
   engines.json        benchmarks/bench_engines.py (engine-kit overhead, respawn, throughput)
   cpu_kernels.json    benchmarks/bench_cpu_kernels.py (compat runtime vs C; sandbox vs direct)
-  others/*.json       bench_core.py, bench_auth_quota.py, bench_fairness.py (unless --no-others)
+  others/*.json       bench_core.py, bench_auth_quota.py, bench_fairness.py, bench_fault_isolation.py
+                      (unless --no-others)
 
 ``--publish DIR`` copies the plots into DIR (docs/results for the documentation).
 """
@@ -43,6 +44,7 @@ OTHERS = {
     "bench_auth_quota": ["--n", "50000", "--json", "{out}"],
     "bench_fairness": ["--duration", "5", "--json", "{out}"],
     "bench_fairness_cpu": ["--engine", "cpu-multiprocess", "--workers", "2", "--duration", "10", "--json", "{out}"],
+    "bench_fault_isolation": ["--json", "{out}"],
 }
 SCRIPTS = {"bench_fairness_cpu": "bench_fairness"}  # the same script, other arguments
 
