@@ -17,10 +17,8 @@ The session prints what it tried (``pappus security:`` lines in the terminal sum
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -33,7 +31,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pappus._files import file_lock
 from pappus._procfs import iter_process_stats
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +41,8 @@ try:  # an editable install made before plugins/pappus_cpu existed does not map 
     import pappus_cpu  # noqa: F401
 except ImportError:  # pragma: no cover - depends on how the venv was installed
     sys.path.insert(0, str(REPO / "plugins"))
+
+from pappus_cpu.testing import BuiltLibrary, KernelBuilder, device_cache, need_compilers, one_launch  # noqa: E402
 
 # --- profiles ------------------------------------------------------------------------------------
 
@@ -160,13 +159,8 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _cpu_cache(shared_dir: Path) -> Iterator[None]:
     """One device template build for the whole run (the per-test PAPPUS_HOME would rebuild it)."""
-    old = os.environ.get("PAPPUS_CPU_CACHE")
-    os.environ["PAPPUS_CPU_CACHE"] = str(shared_dir / "cpu-cache")
-    yield
-    if old is None:
-        os.environ.pop("PAPPUS_CPU_CACHE", None)
-    else:
-        os.environ["PAPPUS_CPU_CACHE"] = old
+    with device_cache(shared_dir / "cpu-cache"):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -178,53 +172,16 @@ def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 # --- kernel builds ---------------------------------------------------------------------------------
 
 
-def need_compilers() -> None:
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler: the security tests build real kernels for the CPU backend")
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the CPU device template cannot be built")
-
-
-@dataclass(frozen=True)
-class Built:
-    path: Path
-    data: bytes
-    sha256: str
-
-
-class Builder:
-    """HIP source -> CPU library with ``pappus_cpu.build``, once per run (file-locked, so two
-    xdist workers build each library once between them)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cache: dict[str, Built] = {}
-
-    def __call__(self, source: Path, *, validate: bool = True, extra_flags: tuple[str, ...] = ()) -> Built:
-        from pappus_cpu.build import build_library
-
-        text = source.read_text()
-        key = hashlib.sha256((text + repr(validate) + repr(extra_flags)).encode()).hexdigest()[:16]
-        if key in self.cache:
-            return self.cache[key]
-        work = self.root / f"{source.stem}-{key}"
-        so = work / "out" / f"{source.stem}.so"
-        with file_lock(self.root / f"{key}.lock"):
-            if not so.is_file():
-                work.mkdir(parents=True, exist_ok=True)
-                src = work / source.name
-                shutil.copy(source, src)
-                built = build_library(src, work / "out", ["cpu"], validate=validate, extra_flags=extra_flags)
-                assert built[0] == so, built
-        data = so.read_bytes()
-        result = Built(so, data, hashlib.sha256(data).hexdigest())
-        self.cache[key] = result
-        return result
+# Shared with tests/cpu (pappus_cpu.testing); a root shared by the xdist workers, so each
+# library is built once per run.
+Built = BuiltLibrary
+Builder = KernelBuilder
+function = one_launch
 
 
 @pytest.fixture(scope="session")
 def build(shared_dir: Path) -> Builder:
-    need_compilers()
+    need_compilers("the security tests")
     root = shared_dir / "builds"
     root.mkdir(exist_ok=True)
     return Builder(root)
@@ -255,24 +212,6 @@ def ctor_lib(build: Builder) -> Built:
 
 ENGINES = ("cpu-sequential", "cpu-multiprocess")
 POOL_BYTES = 16 * 1024 * 1024
-
-
-def function(kernel: str, args: list[Any], *, buffers: dict[str, Any] | None = None,
-             inputs: list[Any] | None = None, outputs: list[str] | None = None, grid: Any = (1, 1, 1),
-             block: Any = (1, 1, 1), shared: Any = 0, library: str = "k") -> dict[str, Any]:
-    """A config with one launch."""
-    return {
-        "schema": "pappus/function@1",
-        "library": library,
-        "kernels": [kernel],
-        "blueprint": {
-            "inputs": inputs or [],
-            "buffers": buffers if buffers is not None else {},
-            "outputs": outputs or [],
-            "control_flow": [{"ExecKernel": {"name": kernel, "args": args, "grid": list(grid), "block": list(block),
-                                             "shared_mem_bytes": shared}}],
-        },
-    }
 
 
 def out_function(kernel: str, extra_args: list[Any] | None = None, *, out_bytes: int = 64,

@@ -1,19 +1,15 @@
 """Fixtures for the CPU backend tests: real compilers, real processes, no mocks.
 
-Kernels are built from HIP source by ``pappus_cpu.build`` once per session (cached by source
-hash under a session temporary directory) and run through core's own machinery: ``Plan``,
-``BufferPool`` and ``run_invocation`` drive a real :class:`CpuDevice`.
+Kernels are built from HIP source once per session (``pappus_cpu.testing.KernelBuilder``, under
+a session temporary directory) and run through core's own machinery: ``Plan``, ``BufferPool``
+and ``run_invocation`` drive a real :class:`CpuDevice`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,71 +27,19 @@ except ImportError:  # pragma: no cover - depends on how the venv was installed
 
 from pappus.config import check_function_against_libraries, parse_function  # noqa: E402
 from pappus.errors import ValidationError  # noqa: E402
-from pappus.interfaces import LibraryImage  # noqa: E402
 from pappus.interpreter import run_invocation  # noqa: E402
-from pappus.kernels import LibraryInfo  # noqa: E402
 from pappus.plan import Plan  # noqa: E402
 from pappus.pool import BufferPool  # noqa: E402
-from pappus_cpu.build import build_library  # noqa: E402
 from pappus_cpu.device import CpuDevice  # noqa: E402
-from pappus_cpu.driver import CPU_LIMITS, CpuDriver  # noqa: E402
+from pappus_cpu.driver import CPU_LIMITS  # noqa: E402
+from pappus_cpu.testing import BuiltLibrary, KernelBuilder, device_cache, need_compilers, one_launch  # noqa: E402
 
 POOL_BYTES = 32 * 1024 * 1024
 
-
-def need_compilers() -> None:
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler: the CPU backend tests build real kernels")
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the CPU device template cannot be built")
-
-
-@dataclass(frozen=True)
-class Built:
-    """A kernel library built by pappus_cpu.build, with what the validator read from it."""
-
-    path: Path
-    data: bytes
-    sha256: str
-    info: LibraryInfo
-
-    def image(self) -> LibraryImage:
-        return LibraryImage(self.sha256, self.data, str(self.path))
-
-
-class Builder:
-    """Builds HIP sources once per session, keyed by the hash of the source text."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cache: dict[str, Built] = {}
-
-    def __call__(self, source: str | Path, name: str | None = None, *, validate: bool = True,
-                 extra_flags: tuple[str, ...] = ()) -> Built:
-        """``source``: a Path to a .hip file, or HIP source text."""
-        if isinstance(source, Path):
-            text = source.read_text()
-            stem = name or source.stem
-        else:
-            text = str(source)
-            stem = name or "k"
-        key = hashlib.sha256((text + repr(validate) + repr(extra_flags)).encode()).hexdigest()[:16]
-        if key in self.cache:
-            return self.cache[key]
-        work = self.root / key
-        work.mkdir(parents=True, exist_ok=True)
-        src = work / f"{stem}.hip"
-        if isinstance(source, Path):
-            shutil.copy(source, src)
-        else:
-            src.write_text(text)
-        out = build_library(src, work / "out", ["cpu"], validate=validate, extra_flags=extra_flags)
-        so = out[0]
-        data = so.read_bytes()
-        info = CpuDriver().inspect_library(data) if validate else None
-        built = Built(so, data, hashlib.sha256(data).hexdigest(), info)  # type: ignore[arg-type]
-        self.cache[key] = built
-        return built
+# The names these tests use for the shared helpers.
+Built = BuiltLibrary
+Builder = KernelBuilder
+single = one_launch
 
 
 class Harness:
@@ -136,24 +80,6 @@ class Harness:
         self.device.close()
 
 
-def single(kernel: str, args: list[Any], *, buffers: dict[str, Any] | None = None, inputs: list[Any] | None = None,
-           outputs: list[str] | None = None, grid: Any = (1, 1, 1), block: Any = (1, 1, 1), shared: int = 0,
-           library: str = "k") -> dict[str, Any]:
-    """A function config with one launch."""
-    return {
-        "schema": "pappus/function@1",
-        "library": library,
-        "kernels": [kernel],
-        "blueprint": {
-            "inputs": inputs or [],
-            "buffers": buffers if buffers is not None else {},
-            "outputs": outputs or [],
-            "control_flow": [{"ExecKernel": {"name": kernel, "args": args, "grid": list(grid), "block": list(block),
-                                             "shared_mem_bytes": shared}}],
-        },
-    }
-
-
 def load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -161,18 +87,13 @@ def load_json(path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session", autouse=True)
 def _cpu_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One template build per session (the per-test PAPPUS_HOME would rebuild it every test)."""
-    old = os.environ.get("PAPPUS_CPU_CACHE")
-    os.environ["PAPPUS_CPU_CACHE"] = str(tmp_path_factory.mktemp("pappus-cpu-cache"))
-    yield
-    if old is None:
-        os.environ.pop("PAPPUS_CPU_CACHE", None)
-    else:
-        os.environ["PAPPUS_CPU_CACHE"] = old
+    with device_cache(tmp_path_factory.mktemp("pappus-cpu-cache")):
+        yield
 
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Builder:
-    need_compilers()
+    need_compilers("the CPU backend tests")
     return Builder(tmp_path_factory.mktemp("pappus-cpu-builds"))
 
 
