@@ -599,6 +599,8 @@ class CpuDevice(DeviceAPI):
             raise DeviceError("the CPU device is not usable", api="run")
         if self._pool_mm is None:
             raise DeviceError("run before reserve", api="run")
+        if self._exiting:  # the last child must be gone before the command region is rewritten
+            self._await_exit()  # (a lingering one could read the next tenant's arguments there)
         extent = self._extent(program)
         cached = self._encoded
         if cached is not None and (cached[0] is program or cached[0] == program):  # already in place
@@ -610,8 +612,6 @@ class CpuDevice(DeviceAPI):
             end = self._encode(program, names, modules)
             keep = P.keep_bitmap(modules if self.hide_other_modules else range(P.MAX_MODULES))
             self._encoded = (program, end, names, keep)
-        if self._exiting:  # the last child must be gone before the next one can start
-            self._await_exit()
         seq = P.next_seq(self._seq)
         done_fd = self._done_fds[seq & 1]
         _drain(done_fd)  # bytes a dead child wrote past its own: never taken for this run's
