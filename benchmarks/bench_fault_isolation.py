@@ -59,32 +59,47 @@ class Faulter(threading.Thread):
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
-def build() -> tuple[Path, Path]:
-    from pappus_cpu.build import build_library
+def build(backend: str = "cpu") -> tuple[Path, Path]:
+    """matmul and the out-of-bounds kernel, compiled for ``backend`` (its native target)."""
+    from pappus.plugins import get_plugins
 
+    be = get_plugins().backend(backend)
+    target = be.native_target() if be.native_target else be.build_targets[0]
     out = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-"))
-    matmul = next(p for p in build_library(REPO / "examples" / "matmul" / "matmul.hip", out / "m") if p.suffix == ".so")
-    oob = next(p for p in build_library(HERE / "kernels" / "oob.hip", out / "o") if p.suffix == ".so")
-    return matmul, oob
+
+    def library(source: Path, dest: Path) -> Path:
+        return next(p for p in map(Path, be.build(source, dest, [target])) if p.suffix in be.library_suffixes)
+
+    return library(REPO / "examples" / "matmul" / "matmul.hip", out / "m"), library(HERE / "kernels" / "oob.hip", out / "o")
 
 
-OOB_CONFIG = {"schema": "pappus/function@1", "library": "lib", "kernels": ["write_past"],
-              "blueprint": {"inputs": [], "buffers": {"X": 8}, "outputs": ["X"], "control_flow": [
-                  {"ExecKernel": {"name": "write_past", "args": [{"Ptr": "X"}, {"Constant": {"type": "u64",
-                                                                                             "value": 1 << 30}}],
-                                  "grid": [1], "block": [1]}}]}}
+#: how far past its buffer M writes: 1 GiB lands in the CPU device's no-access guard; a GPU pool
+#: spans most of the card, so there M writes far beyond any allocation (an illegal address)
+DEFAULT_OFFSET = {"cpu": 1 << 30}
+FAR_OFFSET = 1 << 47
 
 
-def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2) -> dict[str, Any]:
+def oob_config(offset: int) -> dict[str, Any]:
+    return {"schema": "pappus/function@1", "library": "lib", "kernels": ["write_past"],
+            "blueprint": {"inputs": [], "buffers": {"X": 8}, "outputs": ["X"], "control_flow": [
+                {"ExecKernel": {"name": "write_past", "args": [{"Ptr": "X"}, {"Constant": {"type": "u64",
+                                                                                           "value": offset}}],
+                                "grid": [1], "block": [1]}}]}}
+
+
+def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2,
+            offset: int | None = None) -> dict[str, Any]:
     import pappus
 
-    matmul, oob = build()
+    backend = engine.rsplit("-", 1)[0]
+    offset = offset if offset is not None else DEFAULT_OFFSET.get(backend, FAR_OFFSET)
+    matmul, oob = build(backend)
     state = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-state-"))
     rt = pappus.Runtime(engine=engine, state_dir=state, workers=workers)
     rt.register_library("matmul", matmul, tenant="b")
     rt.register_function("matmul", REPO / "examples" / "matmul" / "matmul.json", tenant="b")
     rt.register_library("lib", oob, tenant="m")
-    rt.register_function("oob", OOB_CONFIG, tenant="m")
+    rt.register_function("oob", oob_config(offset), tenant="m")
     a = np.random.default_rng(0).integers(-1000, 1000, size=(128, 128), dtype=np.int64)
     inputs = {"A": a.tobytes()}
     want = a @ a.T
@@ -122,7 +137,7 @@ def measure(engine: str, rate: float, faults: float, rounds: int, duration: floa
     metrics = {m["engine"]: m for m in rt.metrics()}
     rt.close(drain=False, timeout=10)
     return {
-        "engine": engine, "workers": workers, "rate": rate, "faults_per_s": faults, "rounds": rounds,
+        "engine": engine, "workers": workers, "offset": offset, "rate": rate, "faults_per_s": faults, "rounds": rounds,
         "duration_s": duration,
         "alone": {"n": len(alone), "p50_ms": pct(alone, 0.5) * 1e3, "p99_ms": pct(alone, 0.99) * 1e3},
         "faulting": {"n": len(faulting), "p50_ms": pct(faulting, 0.5) * 1e3, "p99_ms": pct(faulting, 0.99) * 1e3},
@@ -140,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", type=float, default=10.0, help="M's faults/s (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=3, help="alone/faulting phase pairs (default: %(default)s)")
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per phase (default: %(default)s)")
+    ap.add_argument("--offset", type=int, help="bytes past its buffer M writes (default: 1 GiB on cpu, "
+                                                "2**47 elsewhere)")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = ap.parse_args(argv)
     results = []
     for engine in args.engine or ["cpu-multiprocess", "cpu-sequential"]:
-        res = measure(engine, args.rate, args.faults, args.rounds, args.duration)
+        res = measure(engine, args.rate, args.faults, args.rounds, args.duration, offset=args.offset)
         results.append(res)
         print(f"{engine}: B alone p50 {res['alone']['p50_ms']:.2f} ms p99 {res['alone']['p99_ms']:.2f} ms "
               f"(n={res['alone']['n']}); with M faulting {args.faults:g}/s p50 {res['faulting']['p50_ms']:.2f} ms "

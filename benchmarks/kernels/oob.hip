@@ -3,6 +3,6 @@
 #include <hip/hip_runtime.h>
 #include <stdint.h>
 
-__global__ void write_past(uint64_t* p, uint64_t offset) {
+extern "C" __global__ void write_past(uint64_t* p, uint64_t offset) {
     *(volatile uint64_t*)((char*)p + offset) = 0x4141414141414141ULL;
 }

@@ -83,3 +83,16 @@ def device_arch() -> str | None:
     env = os.environ.get("PAPPUS_CUDA_DEVICE", "").strip()
     index = int(env) if env.isdigit() else 0
     return result.archs[index] if index < len(result.archs) and result.archs[index] else None
+
+
+def native_target() -> str:
+    """The build target for code that runs here: ``PAPPUS_CUDA_ARCH``, else the visible GPU's
+    sm_XX. Without either there is nothing to build for; a fatbin of chosen targets
+    (``pappus build --targets sm_80,sm_90``) is the way to build elsewhere."""
+    from pappus.errors import FieldError, ValidationError
+
+    arch = configured_arch() or device_arch()
+    if arch is None:
+        raise ValidationError(FieldError("target", "no NVIDIA GPU is visible and PAPPUS_CUDA_ARCH is not set: "
+                                         "name the target (e.g. sm_90)"), what="arguments")
+    return arch

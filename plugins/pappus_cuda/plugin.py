@@ -11,7 +11,7 @@ from pappus.hookspecs import hookimpl
 from pappus.interfaces import Availability, Backend, DeviceSpec, capabilities
 
 from .build import build
-from .driver import CudaDriver
+from .driver import CudaDriver, native_target
 
 
 def check() -> Availability:
@@ -31,6 +31,7 @@ CUDA_BACKEND = Backend(
     library_suffixes=(".cubin", ".ptx", ".fatbin"),
     build_targets=("sm_*", "compute_*"),
     build=build,
+    native_target=native_target,
 )
 
 

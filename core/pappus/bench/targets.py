@@ -54,6 +54,8 @@ class Target:
     name = "?"
     kind = "?"
     supports_cold = False
+    #: the backend whose code objects this target runs (the dedicated and HTTP targets: cpu)
+    backend = "cpu"
 
     def setup(self, workloads: list[Workload]) -> None:
         """Register (or load) the workloads' functions."""
@@ -92,6 +94,7 @@ class RuntimeTarget(Target):
         from ..runtime import Runtime
 
         self.engine = engine
+        self.backend = engine.rsplit("-", 1)[0]
         self.workers = workers
         self.hot = hot
         self._tmp = None

@@ -36,8 +36,9 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p.add_argument("workload", nargs="?", default="matmul128",
                    help="matmul128, matmul128-tiled, inference<N>, batched<B> (default: %(default)s)")
     p.add_argument("--target", default="cpu-sequential", metavar="LIST",
-                   help="comma-separated: cpu-sequential, cpu-multiprocess, dedicated (default: %(default)s); "
-                        "ignored with --http")
+                   help="comma-separated: an engine (<backend>-<kind>: cpu-sequential, cuda-multiprocess, ...; "
+                        "the workload is built for that backend), dedicated (the CPU baseline) "
+                        "(default: %(default)s); ignored with --http")
     rates = p.add_mutually_exclusive_group()
     rates.add_argument("--rps", metavar="LIST", help="offered loads, e.g. 20,50,100 (default: 50,100,200)")
     rates.add_argument("--sweep", metavar="START:STOP:STEP", help="offered loads from START to STOP (inclusive)")
@@ -102,13 +103,15 @@ def run(args: argparse.Namespace) -> int:
     names = ["http"] if args.http else [t.strip() for t in args.target.split(",") if t.strip()]
     if not names:
         raise ValidationError(FieldError("--target", "names no target"), what="arguments")
-    wl = load_workload(args.workload, "cpu")
-    levels = [Level(x=r, workload=wl, rps=r) for r in rates]
+    built: dict[str, Any] = {}  # backend -> the workload built for it (cuda-* targets run cubins)
     doc = new_document("cli", command)
     series = []
     for name in names:
         with make_target(name, workers=args.workers, hot=args.hot, http=args.http, token=args.token,
                          register=not args.no_register) as target:
+            wl = built.get(target.backend) or built.setdefault(target.backend,
+                                                               load_workload(args.workload, target.backend))
+            levels = [Level(x=r, workload=wl, rps=r) for r in rates]
             target.setup([wl])
             progress = None if args.quiet else _progress(console)
             if progress is not None:

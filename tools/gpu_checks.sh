@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The NVIDIA checks of issue 12 on a GPU machine with no network: install the project from a
+# wheelhouse, then run the named stages, each under its own time limit, logs into $OUT.
+#
+#   tools/gpu_checks.sh WHEELHOUSE OUT STAGE...    (OUT/results.tgz: every log and report)
+#   stages: env tests device conformance-seq conformance-mp bench-cuda bench-engines
+#           bench-open bench-faults
+#
+# The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
+# pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
+set -u
+WHL=$1; DEST=$2; shift 2
+OUT=/tmp/gpu-checks  # many files; DEST gets one archive of them, refreshed after every stage
+mkdir -p "$OUT" "$DEST"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
+    >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+export PAPPUS_EXAMPLES=$PWD/examples PAPPUS_HOME=/tmp/pappus-home
+PY=python3
+
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS
+    echo "=== $name (limit ${limit}s): $*"
+    timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "=== $name: rc=$rc in $((SECONDS - t0))s"
+    tail -n 25 "$OUT/$name.log"
+    tar -czf "$DEST/results.tgz" -C "$OUT" .
+}
+
+for s in "$@"; do
+    case $s in
+    env)
+        stage env 60 bash -c "nvidia-smi; nvcc --version | tail -2; $PY -c 'import cuda.bindings, sys; print(sys.version, cuda.bindings.__version__)';
+            $PY -m pip list 2>/dev/null | grep -i -E 'cuda|numpy|pluggy|pytest|hypothesis'; $PY -m pappus plugins" ;;
+    tests)
+        stage tests 240 $PY -m pytest -q -rs -p no:cacheprovider -n 8 tests/cuda --ignore=tests/cuda/test_device.py ;;
+    device)
+        PAPPUS_CUDA_DEVICE_REPORT=$OUT/cuda-device-report.json \
+            stage device 240 $PY -m pytest -q -rs -s -p no:cacheprovider tests/cuda/test_device.py ;;
+    conformance-seq)
+        stage conformance-seq 300 $PY -m pappus conformance --backend cuda --engine sequential -n 4 \
+            --report "$OUT/conformance-seq" ;;
+    conformance-mp)
+        stage conformance-mp 300 $PY -m pappus conformance --backend cuda --engine multiprocess -n 4 \
+            --report "$OUT/conformance-mp" ;;
+    bench-cuda)
+        stage bench-cuda 240 $PY benchmarks/bench_cuda.py --json "$OUT/bench-cuda.json" ;;
+    bench-engines)
+        stage bench-engines 240 $PY benchmarks/bench_engines.py --backend cuda --json "$OUT/bench-engines.json" ;;
+    bench-open)
+        stage bench-open 240 $PY -m pappus bench matmul128 --target cuda-sequential,cuda-multiprocess \
+            --rps 100,500,1000,2000 --duration 3 --quiet --no-plot --out "$OUT/bench-open" ;;
+    bench-faults)
+        stage bench-faults 240 $PY benchmarks/bench_fault_isolation.py --engine cuda-multiprocess \
+            --engine cuda-sequential --rounds 2 --duration 4 --json "$OUT/bench-faults.json" ;;
+    *) echo "unknown stage $s"; exit 2 ;;
+    esac
+done
