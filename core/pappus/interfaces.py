@@ -290,6 +290,11 @@ class Backend:
     #: The build target matching the device here (``"cpu"``, ``"gfx90a"``, ``"sm_90"``): what the
     #: conformance suite builds its kernels for.
     native_target: Callable[[], str] | None = None
+    #: A fault leaves the device unusable for the rest of the process (CUDA's sticky errors: after
+    #: CUDA_ERROR_ILLEGAL_ADDRESS the driver refuses even a new primary context in that process).
+    #: The sequential engine then drives its device from one worker process, which it replaces
+    #: after such a fault, instead of from a supervisor thread; the supervisor never opens it.
+    faults_end_process: bool = False
     #: Known gaps: conformance test name (or ``property::test`` glob) -> reason. The suite runs
     #: them as strict expected failures: one that starts passing fails as a stale entry.
     known_gaps: Mapping[str, str] = field(default_factory=dict)

@@ -553,7 +553,16 @@ class CudaDevice(DeviceAPI):
         try:
             if self.context_mode == "primary":
                 self._call("cuDevicePrimaryCtxReset", self._dev)
-                self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
+                try:
+                    self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
+                except PappusError as exc:
+                    if exc.fields.get("status") not in runtime.STICKY_STATUSES:
+                        raise
+                    # Measured on driver 580 (CUDA 13.0, H100): after a sticky error the driver
+                    # refuses a new primary context in this process with the same error. Only a
+                    # new process can use the GPU again (Backend.faults_end_process).
+                    raise NotImplementedError(f"a new primary context was refused after the fault ({exc}): "
+                                              "this process can no longer use the GPU") from exc
                 self._retains += 1
             else:
                 try:

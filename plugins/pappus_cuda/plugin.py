@@ -32,6 +32,7 @@ CUDA_BACKEND = Backend(
     build_targets=("sm_*", "compute_*"),
     build=build,
     native_target=native_target,
+    faults_end_process=True,  # sticky errors: see device.py reset()
 )
 
 

@@ -228,3 +228,50 @@ def test_queued_work_moves_to_the_replacement_of_a_stuck_engine(tmp_path):
         assert rt.engine() is not first and not first.healthy
     finally:
         rt.close()
+
+
+class _ProcessBoundHost:
+    """The host backend, declared as one whose faults end the process's use of the device (CUDA)."""
+
+    @pappus.hookimpl
+    def pappus_register_backends(self, registry):
+        import dataclasses
+
+        from pappus.devices.host import HOST_BACKEND
+
+        registry.add(dataclasses.replace(HOST_BACKEND, name="hostproc", faults_end_process=True))
+
+
+def test_sequential_engine_drives_a_process_bound_device_from_one_worker(tmp_path):
+    """Backend.faults_end_process: the sequential engine's device lives in one worker process
+    (never in the supervisor), whose death fails only what it ran and which is replaced."""
+    from pappus.engine import WorkerSequentialEngine
+    from pappus.plugins import Plugins
+
+    plugins = Plugins().load()
+    plugins.register_module(_ProcessBoundHost(), "hostproc")
+    rt = pappus.Runtime(engine="hostproc-sequential", state_dir=tmp_path / "state", pool_bytes=4 << 20,
+                        workers=3, plugins=plugins)
+    try:
+        rt.register_library("m", HOST_LIB)
+        rt.register_function("mm", matmul_config(repeat=2))
+        rt.register_function("fault", fault_config())
+        rt.register_function("sleep", sleep_config(1500))
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        engine = rt.engine("hostproc-sequential")
+        assert isinstance(engine, WorkerSequentialEngine) and engine.kind == "sequential"
+        assert engine.workers == 1  # one device, one invocation at a time, whatever workers= says
+        pid = engine.worker_pids()[0]
+        assert pid is not None and pid != os.getpid()
+        with pytest.raises(KernelFault):
+            rt.invoke("fault", {})
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        with pytest.raises(DeadlineExceeded):
+            rt.invoke("sleep", {}, deadline=0.2)
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}, deadline=30), A)
+        # the device's process lost (as after a sticky CUDA error): it is replaced, the engine serves
+        assert kill_worker(engine, 0, signal.SIGKILL) == pid
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}, deadline=30), A)
+        assert engine.worker_pids()[0] not in (None, pid) and engine.metrics.respawns >= 1
+    finally:
+        rt.close(drain=False, timeout=10)

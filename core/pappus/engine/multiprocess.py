@@ -10,6 +10,7 @@ Its pool memory goes with the process, so no other tenant can reach it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -371,3 +372,16 @@ def kill_worker(engine: MultiprocessEngine, index: int, sig: int = signal.SIGKIL
         raise EngineClosed(f"worker {index} is not running")
     os.kill(pid, sig)
     return pid
+
+
+class WorkerSequentialEngine(MultiprocessEngine):
+    """The sequential engine for backends whose faults end the process's use of the device
+    (``Backend.faults_end_process``, e.g. CUDA): one invocation at a time on one device with a
+    pool over (almost) all its memory, as ``SequentialEngine``, but driven from one worker
+    process, so a fault is recovered from by replacing that process; the supervisor never
+    touches the device, and a deadline can stop a kernel by ending the worker."""
+
+    kind = "sequential"
+
+    def __init__(self, backend: Backend, options: EngineOptions) -> None:
+        super().__init__(backend, dataclasses.replace(options, workers=1))

@@ -84,6 +84,17 @@ template <typename T>
 static __device__ __forceinline__ T unsafeAtomicAdd(T* address, T value) { return atomicAdd(address, value); }
 template <typename T>
 static __device__ __forceinline__ T safeAtomicAdd(T* address, T value) { return atomicAdd(address, value); }
+
+/* __builtin_trap() in device code (clang/HIP accept it, nvcc calls it a host function): __trap().
+   Host code keeps the compiler's builtin. Defined before the macro, so not expanded here. */
+static __host__ __device__ __forceinline__ void pappus_trap(void) {
+#if defined(__CUDA_ARCH__)
+  __trap();
+#else
+  __builtin_trap();
+#endif
+}
+#define __builtin_trap() pappus_trap()
 #endif
 
 /* --- host-side launch macro, for sources that carry a host test harness (nvcc only) ------ */
