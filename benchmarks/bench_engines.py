@@ -35,10 +35,32 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+_own_executors: dict[int, Any] = {}
+
+
+def _direct_executor(engine: Any) -> Any:
+    """The sequential engine's own executor; or, where its device lives in a worker process
+    (``Backend.faults_end_process``: CUDA), one driven here on the same backend and GPU."""
+    ex = getattr(engine, "executor", None)
+    if ex is None:
+        ex = _own_executors.get(id(engine))
+        if ex is None:
+            from pappus.engine import Executor, ExecutorConfig
+
+            ex = _own_executors[id(engine)] = Executor(engine.device_spec.create, ExecutorConfig(pool_bytes=64 << 20))
+            ex.start()
+    return ex
+
+
+def close_direct_executors() -> None:
+    while _own_executors:
+        _own_executors.popitem()[1].close()
+
+
 def direct_run_times(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], n: int) -> list[float]:
-    """The launch program run straight on the sequential engine's own device."""
+    """The launch program run straight on the sequential engine's device (or one like it)."""
     engine = rt.engine(f"{rt.backend.name}-sequential")
-    ex = engine.executor
+    ex = _direct_executor(engine)
     spec = rt.function_spec(wl.function)
     plan = ex.plan(spec)
     handles, _ = ex.modules.kernel_handles(spec)
@@ -156,6 +178,7 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             t_multi = throughput(rt, heavy, hin, f"{backend}-multiprocess", n_heavy)
             results["throughput"] = {"workload": heavy.name, "sequential_rps": t_seq, "multiprocess_rps": t_multi,
                                      "ratio": t_multi / t_seq, "invocations": n_heavy}
+        close_direct_executors()
     return results
 
 

@@ -14,7 +14,7 @@ OUT=/tmp/gpu-checks  # many files; DEST gets one archive of them, refreshed afte
 mkdir -p "$OUT" "$DEST"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
     >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
-export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
 export PAPPUS_EXAMPLES=$PWD/examples PAPPUS_HOME=/tmp/pappus-home
 PY=python3
 

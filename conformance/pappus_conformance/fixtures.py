@@ -19,7 +19,7 @@ import pytest
 from pappus._files import file_lock
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
-SUITE_LIBRARIES = ("suite", "heap", "sandbox")
+SUITE_LIBRARIES = ("suite", "heap", "globals", "sandbox")
 POOL_BYTES = 64 * 1024 * 1024
 
 

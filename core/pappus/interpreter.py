@@ -50,8 +50,11 @@ def run_invocation(
         # original error is the one worth reporting, and the executor resets or replaces it.
         try:
             pool.release()
-        except Exception:
-            log.warning("pool release after a failed invocation failed too", exc_info=True)
+        except Exception as exc:
+            if device.healthy:  # an unhealthy device refusing is expected; it is reset or replaced next
+                log.warning("pool release after a failed invocation failed too", exc_info=True)
+            else:
+                log.debug("pool release refused by the unhealthy device: %s", exc)
         raise
     if release:
         pool.release()

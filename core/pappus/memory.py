@@ -35,9 +35,12 @@ class SharedArena:
         self.mm = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.view = memoryview(self.mm)
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
+        self.closed = False
 
     def zero(self, offset: int, nbytes: int) -> None:
-        if nbytes <= 0:
+        """Zero ``[offset, offset + nbytes)``. After ``close`` nothing is left to zero (the pages
+        went with the memfd), and ``address`` may by then belong to another mapping: a no-op."""
+        if nbytes <= 0 or self.closed:
             return
         if nbytes >= 4 * 1024 * 1024 and offset % mmap.PAGESIZE == 0:
             # Large ranges: give the pages back (they read as zero afterwards).
@@ -48,6 +51,7 @@ class SharedArena:
             ctypes.memset(self.address + offset, 0, nbytes)
 
     def close(self) -> None:
+        self.closed = True  # first: a context released after its worker was replaced must not write
         try:
             self.view.release()
             self.mm.close()

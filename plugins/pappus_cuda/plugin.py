@@ -33,6 +33,12 @@ CUDA_BACKEND = Backend(
     build=build,
     native_target=native_target,
     faults_end_process=True,  # sticky errors: see device.py reset()
+    known_gaps={
+        "malloc_heap::test_small_limit_is_enforced": (
+            "the driver's smallest device malloc heap is 4 MiB (cuCtxSetLimit rounds any smaller request up; "
+            "measured on driver 580, H100): a limit below it cannot be enforced. Kernels that call malloc are "
+            "refused at registration unless a heap is configured, and the limit reported is the driver's"),
+    },
 )
 
 

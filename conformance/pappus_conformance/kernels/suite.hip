@@ -43,19 +43,6 @@ extern "C" __global__ void probe_scratch(unsigned long long* out) {
     if (found) atomicAdd(out, found);
 }
 
-// Module globals outlive an invocation in a cached module.
-__device__ uint32_t module_secret[256];
-
-extern "C" __global__ void write_global(uint32_t pattern) {
-    GRID_STRIDE(i, 256) { module_secret[i] = pattern | 1u; }
-}
-
-extern "C" __global__ void read_global(unsigned long long* out) {
-    unsigned long long found = 0;
-    GRID_STRIDE(i, 256) { found += module_secret[i] != 0; }
-    if (found) atomicAdd(out, found);
-}
-
 // Faults. Offsets are kernel arguments so no compiler can prove the access out of bounds.
 extern "C" __global__ void write_at(uint8_t* p, uint64_t offset) {
     if (threadIdx.x == 0 && blockIdx.x == 0) ((volatile uint8_t*)p)[offset] = 0xAA;

@@ -111,9 +111,10 @@ def test_shared_and_private_memory(harness):
 def test_module_globals(harness):
     try:
         a = harness.function(WRITER, "global_write", [launch("write_global", [const("u32", 0xFEED)], grid=1,
-                                                             block=256)], buffers={"C": 8}, outputs=["C"])
+                                                             block=256)], buffers={"C": 8}, outputs=["C"],
+                             library="globals")
         b = harness.function(READER, "global_read", [launch("read_global", [{"Ptr": "C"}], grid=1, block=256)],
-                             buffers={"C": 8}, outputs=["C"])
+                             buffers={"C": 8}, outputs=["C"], library="globals")
     except pappus.ValidationError as exc:
         # Refusing code objects with writable globals at registration satisfies the property.
         assert "global" in str(exc).lower(), exc
