@@ -141,6 +141,10 @@ class DeviceAPI(abc.ABC):
         """Bound device-side malloc; return the limit the device reports back."""
         return nbytes
 
+    def clear_private_state(self) -> None:  # noqa: B027 - optional, a no-op by default
+        """Clear what kernels keep outside the pool between invocations (a GPU's shared and local
+        memory); called with every pool release, after the pool's memset. Default: nothing."""
+
     def reset(self) -> int | None:
         """Recover after a fault; return the pool's new base address if the reset moved it.
         Raise if the device cannot recover in-process (the engine then replaces the whole worker

@@ -108,3 +108,6 @@ class BufferPool:
         if used:
             self.device.memset(self.base, 0, used)
             self.zeroed_bytes += used
+        clear = getattr(self.device, "clear_private_state", None)
+        if clear is not None:  # what kernels keep outside the pool (GPU shared and local memory)
+            clear()

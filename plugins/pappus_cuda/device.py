@@ -145,6 +145,8 @@ class CudaKernel:
     function: Any
     generation: int
     dynamic_shared_limit: int = DEFAULT_DYNAMIC_SHARED
+    #: (static shared bytes, local bytes per thread) as the driver reports them, read at first launch
+    usage: tuple[int, int] | None = None
 
 
 # --- the device -------------------------------------------------------------------------------
@@ -158,14 +160,16 @@ class CudaDevice(DeviceAPI):
     cuda.core do; ``"own"`` creates a private context), ``heap_limit`` (device malloc heap, default
     0), ``arch`` (override the sm_XX used to pick fatbin entries), ``launch_params``
     (``"pointers"``: kernelParams, the default; ``"buffer"``: one packed buffer through ``extra``),
-    ``allow_writable_globals`` (default False).
+    ``allow_writable_globals`` (default False), ``scrub_on_chip`` (default True: clear shared and
+    local memory after kernels that used them, see ``onchip.py``).
     """
 
     bounds_writes = False  # a GPU kernel can write anywhere in its context
 
     def __init__(self, device_index: int | None = None, *, device: int | None = None, context: str = "primary",
                  heap_limit: int = 0, arch: str | None = None, launch_params: str = "pointers",
-                 allow_writable_globals: bool = False, _driver: Any = None, **_: Any) -> None:
+                 allow_writable_globals: bool = False, scrub_on_chip: bool = True, _driver: Any = None,
+                 **_: Any) -> None:
         index = device_index if device_index is not None else device
         self.index = configured_device() if index is None else int(index)
         if context not in ("primary", "own"):
@@ -177,6 +181,11 @@ class CudaDevice(DeviceAPI):
         self.heap_limit_request = int(heap_limit)
         self.arch_override = arch
         self.allow_writable_globals = allow_writable_globals
+        self.scrub_on_chip = scrub_on_chip
+        self._scrubber: Any = None
+        self._scrubber_generation = -1
+        self._dirty_shared = False  # a kernel since the last scrub used shared memory
+        self._dirty_local = 0  # the largest local frame (bytes per thread) used since the last scrub
         self._driver = _driver
         self._local = threading.local()
         self._generation = 0
@@ -349,7 +358,11 @@ class CudaDevice(DeviceAPI):
             raise DeviceError("the pool is already reserved", api="cuMemAlloc", status="already_reserved")
         if nbytes <= 0:
             raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="cuMemAlloc", status="bad_size")
-        return self._allocate_pool(int(nbytes))
+        base = self._allocate_pool(int(nbytes))
+        if self.scrub_on_chip:  # what an earlier context left on the chip: shared memory, 1 KiB frames
+            self._dirty_shared, self._dirty_local = True, 1024
+            self.clear_private_state()
+        return base
 
     def _allocate_pool(self, nbytes: int) -> int:
         free, _ = self._call("cuMemGetInfo")
@@ -477,9 +490,29 @@ class CudaDevice(DeviceAPI):
             params, extra = None, packed.extra_address
         else:
             params, extra = packed.kernel_params, 0
+        if self.scrub_on_chip:
+            if kernel.usage is None:
+                kernel.usage = (self.function_attribute(kernel, "SHARED_SIZE_BYTES"),
+                                self.function_attribute(kernel, "LOCAL_SIZE_BYTES"))
+            static_shared, local = kernel.usage
+            self._dirty_shared = self._dirty_shared or static_shared + shared > 0
+            self._dirty_local = max(self._dirty_local, local)
         self._call("cuLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz, shared, 0, params, extra,
                    kernel=kernel.name)
         self.launches += 1
+
+    def clear_private_state(self) -> None:
+        """After an invocation: clear the shared and local memory its kernels used (``onchip.py``)."""
+        if not (self._dirty_shared or self._dirty_local) or not self.scrub_on_chip:
+            return
+        self._require_open()
+        if self._scrubber is None or self._scrubber_generation != self._generation:
+            from .onchip import OnChipScrubber
+
+            self._scrubber = OnChipScrubber(self)
+            self._scrubber_generation = self._generation
+        self._scrubber.run(self._dirty_shared, self._dirty_local)
+        self._dirty_shared, self._dirty_local = False, 0
 
     def synchronize(self) -> None:
         self._require_open()
@@ -544,6 +577,14 @@ class CudaDevice(DeviceAPI):
         on it."""
         if not self._opened:
             raise DeviceError("the CUDA device is not open", api="reset", status="not_open")
+        status = self._fault.fields.get("status") if self._fault is not None else None
+        if status in runtime.STICKY_STATUSES:
+            # Measured on driver 580 (CUDA 13.0, H100): after a sticky error the driver refuses
+            # both a reset primary context (cuDevicePrimaryCtxReset + Retain) and a new own
+            # context (cuCtxCreate) in this process, with the same error; trying costs ~0.5 s.
+            # Only a new process can use the GPU again (Backend.faults_end_process).
+            raise NotImplementedError(f"after {status} this process can no longer use the GPU; "
+                                      "the engine replaces the worker process")
         started = time.perf_counter()
         pool_bytes = self.pool_bytes
         self._pending.clear()
@@ -553,16 +594,7 @@ class CudaDevice(DeviceAPI):
         try:
             if self.context_mode == "primary":
                 self._call("cuDevicePrimaryCtxReset", self._dev)
-                try:
-                    self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
-                except PappusError as exc:
-                    if exc.fields.get("status") not in runtime.STICKY_STATUSES:
-                        raise
-                    # Measured on driver 580 (CUDA 13.0, H100): after a sticky error the driver
-                    # refuses a new primary context in this process with the same error. Only a
-                    # new process can use the GPU again (Backend.faults_end_process).
-                    raise NotImplementedError(f"a new primary context was refused after the fault ({exc}): "
-                                              "this process can no longer use the GPU") from exc
+                self._ctx = self._call("cuDevicePrimaryCtxRetain", self._dev)
                 self._retains += 1
             else:
                 try:
@@ -602,6 +634,8 @@ class CudaDevice(DeviceAPI):
                             pass
                     if self._pool is not None:
                         runtime.checked(self.driver, "cuMemFree", self._pool)
+                    if self._scrubber is not None and self._scrubber_generation == self._generation:
+                        self._scrubber.close()
                 except PappusError:
                     pass
         finally:

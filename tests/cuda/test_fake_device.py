@@ -40,6 +40,7 @@ def opened():
     def make(**options):
         fake = FakeDriver(**{k: options.pop(k) for k in list(options) if k in ("driver_version", "move_pool_after_reset",
                                                                                  "min_heap", "devices")})
+        options.setdefault("scrub_on_chip", False)  # scrub kernels need a real GPU (test_device, conformance)
         dev = CudaDevice(_driver=fake, **options)
         info = dev.open()
         return fake, dev, info
@@ -145,7 +146,7 @@ def test_fatbin_loads_exactly_the_entry_for_this_gpu(opened, code_objects):
     assert read_library(loaded).target == "sm_90"  # the bytes given to the driver are the sm_90 cubin
 
 
-def test_fault_is_sticky_until_reset_then_recovers(opened, code_objects):
+def test_fault_is_sticky_and_reset_refuses_in_process(opened, code_objects):
     fake, dev, _ = opened()
     base = dev.reserve(1 << 16)
     pool = BufferPool(dev, base, 1 << 16, scrub_before_use=True)
@@ -163,6 +164,22 @@ def test_fault_is_sticky_until_reset_then_recovers(opened, code_objects):
     assert not dev.healthy
     with pytest.raises(KernelFault, match="unusable"):  # the pool's release memset fails too, naming the cause
         pool.release()
+    # A real driver keeps the error for the whole process (measured: tests/cuda/test_device.py):
+    # reset() says so at once, without driving the driver; the engine replaces the process.
+    calls = len(fake.calls)
+    with pytest.raises(NotImplementedError, match="CUDA_ERROR_ILLEGAL_ADDRESS"):
+        dev.reset()
+    assert len(fake.calls) == calls and not dev.healthy
+    with pytest.raises(KernelFault, match="unusable"):
+        dev.launch(Launch("fill_u8", fill, (1, 1, 1), (64, 1, 1), 0,
+                          (struct.pack("<Q", base), struct.pack("<Q", 64), b"\x07")))
+
+
+def test_reset_of_a_healthy_device_makes_a_new_context_and_pool(opened, code_objects):
+    fake, dev, _ = opened()
+    base = dev.reserve(1 << 16)
+    module = dev.load_module(image(code_objects.get("fault", "sm_90")))
+    fill = dev.get_kernel(module, "fill_u8")
     assert dev.reset() == base  # same pool address
     assert dev.healthy and dev.resets == 1 and dev.last_reset_seconds is not None
     assert "cuDevicePrimaryCtxReset" in fake.calls
