@@ -4,7 +4,7 @@
 #
 #   tools/gpu_checks.sh WHEELHOUSE OUT STAGE...    (OUT/results.tgz: every log and report)
 #   stages: env tests device conformance-seq conformance-mp bench-cuda bench-engines
-#           bench-open bench-faults
+#           bench-open bench-faults onchip
 #
 # The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
 # pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
@@ -55,6 +55,8 @@ for s in "$@"; do
     bench-faults)
         stage bench-faults 240 $PY benchmarks/bench_fault_isolation.py --engine cuda-multiprocess \
             --engine cuda-sequential --rounds 2 --duration 4 --json "$OUT/bench-faults.json" ;;
+    onchip)
+        stage onchip 120 $PY tools/cuda_onchip_probe.py ;;
     *) echo "unknown stage $s"; exit 2 ;;
     esac
 done
