@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_fault_isolation import FAR_OFFSET, build, oob_config  # noqa: E402
+from bench_fault_isolation import FAR_OFFSET, two_tenants  # noqa: E402
 
 REPO = HERE.parent
 SIZES = [1 << 16, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30]
@@ -90,18 +89,8 @@ def zeroing(pool_bytes: int, reps: int = 10) -> dict[str, Any]:
 def recovery(engine: str, faults: int) -> dict[str, Any]:
     import pappus
 
-    matmul, oob = build("cuda")
-    state = Path(tempfile.mkdtemp(prefix="pappus-bench-cuda-"))
-    rt = pappus.Runtime(engine=engine, state_dir=state, workers=2)
+    rt, inputs, want = two_tenants(engine, 2, FAR_OFFSET)
     try:
-        rt.register_library("matmul", matmul, tenant="b")
-        rt.register_function("matmul", REPO / "examples" / "matmul" / "matmul.json", tenant="b")
-        rt.register_library("lib", oob, tenant="m")
-        rt.register_function("oob", oob_config(FAR_OFFSET), tenant="m")
-        a = np.random.default_rng(0).integers(-1000, 1000, size=(128, 128), dtype=np.int64)
-        inputs = {"A": a.tobytes()}
-        want = a @ a.T
-
         def check(out: dict[str, bytes]) -> None:
             got = np.frombuffer(out["B"], np.int64).reshape(128, 128)
             assert np.array_equal(got, want), "matmul gave a wrong result"

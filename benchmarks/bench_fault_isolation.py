@@ -87,13 +87,12 @@ def oob_config(offset: int) -> dict[str, Any]:
                                 "grid": [1], "block": [1]}}]}}
 
 
-def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2,
-            offset: int | None = None) -> dict[str, Any]:
+def two_tenants(engine: str, workers: int, offset: int) -> tuple[Any, dict[str, bytes], Any]:
+    """A runtime on ``engine`` with tenant B's matmul 128 and tenant M's out-of-bounds writer
+    (``offset`` bytes past its buffer); B's inputs and the result they must give."""
     import pappus
 
-    backend = engine.rsplit("-", 1)[0]
-    offset = offset if offset is not None else DEFAULT_OFFSET.get(backend, FAR_OFFSET)
-    matmul, oob = build(backend)
+    matmul, oob = build(engine.rsplit("-", 1)[0])
     state = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-state-"))
     rt = pappus.Runtime(engine=engine, state_dir=state, workers=workers)
     rt.register_library("matmul", matmul, tenant="b")
@@ -101,8 +100,16 @@ def measure(engine: str, rate: float, faults: float, rounds: int, duration: floa
     rt.register_library("lib", oob, tenant="m")
     rt.register_function("oob", oob_config(offset), tenant="m")
     a = np.random.default_rng(0).integers(-1000, 1000, size=(128, 128), dtype=np.int64)
-    inputs = {"A": a.tobytes()}
-    want = a @ a.T
+    return rt, {"A": a.tobytes()}, a @ a.T
+
+
+def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2,
+            offset: int | None = None) -> dict[str, Any]:
+    import pappus
+
+    backend = engine.rsplit("-", 1)[0]
+    offset = offset if offset is not None else DEFAULT_OFFSET.get(backend, FAR_OFFSET)
+    rt, inputs, want = two_tenants(engine, workers, offset)
     got = np.frombuffer(rt.invoke("matmul", inputs, tenant="b")["B"], np.int64).reshape(128, 128)
     assert np.array_equal(got, want), "matmul gave a wrong result"
     for _ in range(2 * workers):
