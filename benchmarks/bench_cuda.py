@@ -8,8 +8,8 @@
 * fault recovery: a tenant's kernel writes far outside every allocation (``kernels/oob.hip``,
   ``CUDA_ERROR_ILLEGAL_ADDRESS``, sticky: the context is lost). Measured per engine: from the
   moment the faulting invocation has failed until the next invocation of another tenant has
-  returned a correct result (the sequential engine resets its context; the multiprocess engine
-  replaces the worker), and that next invocation's latency against a hot one.
+  returned a correct result (both engines replace the worker process that held the lost
+  context: ``Backend.faults_end_process``), and that next invocation's latency against a hot one.
 
 Latency, throughput and respawn of the engines come from ``bench_engines.py --backend cuda``,
 open-loop load from ``pappus bench matmul128 --target cuda-sequential,cuda-multiprocess``.
@@ -32,7 +32,6 @@ sys.path.insert(0, str(HERE))
 
 from bench_fault_isolation import FAR_OFFSET, two_tenants  # noqa: E402
 
-REPO = HERE.parent
 SIZES = [1 << 16, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30]
 
 

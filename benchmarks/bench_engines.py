@@ -35,32 +35,23 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-_own_executors: dict[int, Any] = {}
-
-
-def _direct_executor(engine: Any) -> Any:
-    """The sequential engine's own executor; or, where its device lives in a worker process
-    (``Backend.faults_end_process``: CUDA), one driven here on the same backend and GPU."""
-    ex = getattr(engine, "executor", None)
-    if ex is None:
-        ex = _own_executors.get(id(engine))
-        if ex is None:
-            from pappus.engine import Executor, ExecutorConfig
-
-            ex = _own_executors[id(engine)] = Executor(engine.device_spec.create, ExecutorConfig(pool_bytes=64 << 20))
-            ex.start()
-    return ex
-
-
-def close_direct_executors() -> None:
-    while _own_executors:
-        _own_executors.popitem()[1].close()
-
-
-def direct_run_times(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], n: int) -> list[float]:
-    """The launch program run straight on the sequential engine's device (or one like it)."""
+def direct_executor(rt: pappus.Runtime) -> tuple[Any, bool]:
+    """(executor, made here): the sequential engine's own executor; or, where its device lives
+    in a worker process (``Backend.faults_end_process``: CUDA), one started here on the same
+    backend and GPU, which the caller closes."""
     engine = rt.engine(f"{rt.backend.name}-sequential")
-    ex = _direct_executor(engine)
+    ex = getattr(engine, "executor", None)
+    if ex is not None:
+        return ex, False
+    from pappus.engine import Executor, ExecutorConfig
+
+    ex = Executor(engine.device_spec.create, ExecutorConfig(pool_bytes=64 << 20))
+    ex.start()
+    return ex, True
+
+
+def direct_run_times(rt: pappus.Runtime, ex: Any, wl: Workload, inputs: dict[str, bytes], n: int) -> list[float]:
+    """The launch program run straight on ``ex``, the sequential engine's device (or one like it)."""
     spec = rt.function_spec(wl.function)
     plan = ex.plan(spec)
     handles, _ = ex.modules.kernel_handles(spec)
@@ -153,12 +144,17 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             multi: list[float] = []
             dedicated: list[float] = []
             per = max(1, n // rounds)
-            for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant
-                direct += direct_run_times(rt, wl, inputs, per)
-                seq += engine_times(rt, wl, inputs, f"{backend}-sequential", per)
-                multi += engine_times(rt, wl, inputs, f"{backend}-multiprocess", per)
-                if backend == "cpu":
-                    dedicated += dedicated_times(wl, inputs, per)
+            ex, made_here = direct_executor(rt)
+            try:
+                for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant
+                    direct += direct_run_times(rt, ex, wl, inputs, per)
+                    seq += engine_times(rt, wl, inputs, f"{backend}-sequential", per)
+                    multi += engine_times(rt, wl, inputs, f"{backend}-multiprocess", per)
+                    if backend == "cpu":
+                        dedicated += dedicated_times(wl, inputs, per)
+            finally:
+                if made_here:
+                    ex.close()
             results["overhead"] = {
                 "workload": wl.name, "direct_p50_us": p50(direct) * 1e6,
                 "sequential_p50_us": p50(seq) * 1e6, "multiprocess_p50_us": p50(multi) * 1e6,
@@ -178,7 +174,6 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             t_multi = throughput(rt, heavy, hin, f"{backend}-multiprocess", n_heavy)
             results["throughput"] = {"workload": heavy.name, "sequential_rps": t_seq, "multiprocess_rps": t_multi,
                                      "ratio": t_multi / t_seq, "invocations": n_heavy}
-        close_direct_executors()
     return results
 
 

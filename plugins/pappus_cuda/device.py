@@ -182,8 +182,7 @@ class CudaDevice(DeviceAPI):
         self.arch_override = arch
         self.allow_writable_globals = allow_writable_globals
         self.scrub_on_chip = scrub_on_chip
-        self._scrubber: Any = None
-        self._scrubber_generation = -1
+        self._scrubber: Any = None  # onchip.OnChipScrubber of the current context, made on first use
         self._dirty_shared = False  # a kernel since the last scrub used shared memory
         self._dirty_local = 0  # the largest local frame (bytes per thread) used since the last scrub
         self._driver = _driver
@@ -506,11 +505,10 @@ class CudaDevice(DeviceAPI):
         if not (self._dirty_shared or self._dirty_local) or not self.scrub_on_chip:
             return
         self._require_open()
-        if self._scrubber is None or self._scrubber_generation != self._generation:
+        if self._scrubber is None:
             from .onchip import OnChipScrubber
 
             self._scrubber = OnChipScrubber(self)
-            self._scrubber_generation = self._generation
         self._scrubber.run(self._dirty_shared, self._dirty_local)
         self._dirty_shared, self._dirty_local = False, 0
 
@@ -590,7 +588,7 @@ class CudaDevice(DeviceAPI):
         self._pending.clear()
         self._launched.clear()
         self._generation += 1  # every module, kernel and per-thread current context is now stale
-        self._pool, self.base = None, 0
+        self._pool, self.base, self._scrubber = None, 0, None
         try:
             if self.context_mode == "primary":
                 self._call("cuDevicePrimaryCtxReset", self._dev)
@@ -634,13 +632,13 @@ class CudaDevice(DeviceAPI):
                             pass
                     if self._pool is not None:
                         runtime.checked(self.driver, "cuMemFree", self._pool)
-                    if self._scrubber is not None and self._scrubber_generation == self._generation:
+                    if self._scrubber is not None:
                         self._scrubber.close()
                 except PappusError:
                     pass
         finally:
             self._destroy_context()
-            self._pool, self.base, self._opened = None, 0, False
+            self._pool, self.base, self._opened, self._scrubber = None, 0, False, None
             self._modules.clear()
             self._pending.clear()
 

@@ -80,8 +80,7 @@ def device_arch() -> str | None:
     result = runtime.probe_cached()
     if not result.available or not result.archs:
         return None
-    env = os.environ.get("PAPPUS_CUDA_DEVICE", "").strip()
-    index = int(env) if env.isdigit() else 0
+    index = _index()
     return result.archs[index] if index < len(result.archs) and result.archs[index] else None
 
 

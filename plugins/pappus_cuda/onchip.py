@@ -22,6 +22,7 @@ launched is reported as a ``DeviceError`` (the engine then replaces the device o
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from importlib import resources
 from typing import Any
@@ -40,7 +41,7 @@ def scrub_ptx() -> bytes:
 
 
 class OnChipScrubber:
-    """Scrub kernels loaded into one context (generation), with their grid sizes."""
+    """Scrub kernels loaded into one context, with their grid sizes (made again after a reset)."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
@@ -60,7 +61,6 @@ class OnChipScrubber:
         for _, name in LOCAL_VARIANTS:
             self.grids[name] = self.sms * self._per_sm(self.functions[name], LOCAL_BLOCK, 0)
         self.counters = int(call("cuMemAlloc", 256))  # arrived, complete
-        self.runs = 0
 
     def _per_sm(self, fn: Any, block: int, shared: int) -> int:
         n = int(self.device._call("cuOccupancyMaxActiveBlocksPerMultiprocessor", fn, block, shared))
@@ -78,25 +78,21 @@ class OnChipScrubber:
     def run(self, shared: bool, local_bytes: int) -> None:
         """Scrub shared memory (if ``shared``) and the first ``local_bytes`` of every thread's local
         memory (if > 0); synchronous. Raises DeviceError if a scrub could not cover every SM."""
-        launches: list[tuple[str, int, int, tuple[Any, ...]]] = []
         if shared:
-            launches.append(("pappus_scrub_shared", SHARED_BLOCK, self.shared_bytes, (self.shared_bytes,)))
+            self._launch("pappus_scrub_shared", SHARED_BLOCK, self.shared_bytes, self.shared_bytes)
         if local_bytes > 0:
             size, name = self.local_variant(local_bytes)
-            launches.append((name, LOCAL_BLOCK, 0, (size // 4,)))
-        for name, block, dyn, extra in launches:
-            self._launch(name, block, dyn, extra)
-        self.runs += 1
+            self._launch(name, LOCAL_BLOCK, 0, size // 4)
 
-    def _launch(self, name: str, block: int, dyn: int, extra: tuple[int, ...]) -> None:
-        import ctypes
-
+    def _launch(self, name: str, block: int, dyn: int, amount: int) -> None:
+        """One scrub kernel over its whole grid; ``amount`` is its last parameter (shared bytes,
+        or local words per thread)."""
         call = self.device._call
         expected = self.grids[name]
         call("cuMemsetD32", self.counters, 0, 2)
         # kernelParams: arrived*, complete*, expected u32, spin i64, bytes-or-words u32
         values = [ctypes.c_uint64(self.counters), ctypes.c_uint64(self.counters + 4), ctypes.c_uint32(expected),
-                  ctypes.c_int64(SPIN_CLOCKS), ctypes.c_uint32(extra[0])]
+                  ctypes.c_int64(SPIN_CLOCKS), ctypes.c_uint32(amount)]
         pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
         call("cuLaunchKernel", self.functions[name], expected, 1, 1, block, 1, 1, dyn, 0, ctypes.addressof(pointers),
              0, kernel=name)

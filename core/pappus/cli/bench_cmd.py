@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         with make_target(name, workers=args.workers, hot=args.hot, http=args.http, token=args.token,
                          register=not args.no_register) as target:
-            wl = built.get(target.backend) or built.setdefault(target.backend,
-                                                               load_workload(args.workload, target.backend))
+            if target.backend not in built:
+                built[target.backend] = load_workload(args.workload, target.backend)
+            wl = built[target.backend]
             levels = [Level(x=r, workload=wl, rps=r) for r in rates]
             target.setup([wl])
             progress = None if args.quiet else _progress(console)

@@ -8,7 +8,7 @@
 // Coverage needs every block resident at once: each block waits (bounded by `spin` clocks) until
 // all `expected` blocks have arrived, and the host sizes the grid from the driver's occupancy
 // for the kernel, so every warp slot of every SM (local memory) and all of each SM's shared
-// memory (one maximal block per SM) is written. `arrived` counts blocks that saw all others:
+// memory (one maximal block per SM) is written. `complete` counts blocks that saw all others:
 // the host checks it equals `expected`, else the scrub is reported as incomplete.
 #include <stdint.h>
 
