@@ -152,3 +152,20 @@ def test_pool_buffers_are_zero_after_the_writer_was_killed_at_its_deadline(rt: A
         rt.invoke("spin_big", {}, tenant="writer", deadline=0.5)
     assert probe_big(rt) == (0, 0)
     assert_clean(probe(rt), "a writer killed at its deadline")
+
+
+# A function whose buffers span no bytes at all (its only input is empty) still runs its
+# kernel: nothing of the pool is its own, so nothing of it may be reachable. It writes where
+# the next tenant's buffer will be; the next tenant must find that buffer zeroed.
+PLANT_PAST_EMPTY = function("write_at", [{"Ptr": "X"}, {"Constant": {"type": "i64", "value": 4096}}],
+                            inputs=["X"], outputs=[])
+
+
+def test_a_function_with_no_pool_bytes_reaches_no_pool_memory(rt: Any) -> None:
+    rt.register_function("plant_past_empty", PLANT_PAST_EMPTY, tenant="writer")
+    try:
+        rt.invoke("plant_past_empty", {"X": b""}, tenant="writer")
+    except KernelFault as exc:  # fenced: the write faults
+        assert "out_of_bounds" in exc.fields.get("reasons", []), exc
+    nonzero, _ = probe_big(rt)
+    assert nonzero == 0, "a kernel with an empty pool window left data for the next tenant"

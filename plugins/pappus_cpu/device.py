@@ -617,7 +617,7 @@ class CpuDevice(DeviceAPI):
         _drain(done_fd)  # bytes a dead child wrote past its own: never taken for this run's
         # `go` = 0, every other field, then `go`; the child trusts `go` only after its wake-up byte.
         P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,
-                               end - self._prog_off, extent or 0, *keep)
+                               end - self._prog_off, P.EXTENT_UNKNOWN if extent is None else extent, *keep)
         self._seq = seq
         self._dirty_top = max(self._dirty_top, self._pool_size if extent is None else extent)
         self._running_seq = seq

@@ -34,6 +34,9 @@ MAX_MODULES = 1024
 #: ``keep`` is a bitmap with one bit per module slot: the modules the program uses. The child
 #: hides every other module (``nkeep`` is the number of bits set, a consistency check).
 CMD_MAGIC = 0x444D4350
+#: ``extent`` of a run whose extent is unknown: the child may touch the whole pool. Any other
+#: value, 0 included, is the number of pool bytes (from its base) it may touch.
+EXTENT_UNKNOWN = 2**64 - 1
 KEEP_WORDS = MAX_MODULES // 32
 HEADER_BYTES = 256  # the program starts this far after the header
 

@@ -114,6 +114,7 @@ def test_abi_constants_agree_with_the_c_sources() -> None:
     assert int(define(device, "MAX_MODULES")) == protocol.MAX_MODULES
     assert "#define KEEP_WORDS (MAX_MODULES / 32)" in device and protocol.KEEP_WORDS == protocol.MAX_MODULES // 32
     assert int(define(device, "EXIT_FAULT")) == protocol.EXIT_FAULT
+    assert define(device, "EXTENT_UNKNOWN") == "UINT64_MAX" and protocol.EXTENT_UNKNOWN == 2**64 - 1
     for name in ("HELLO", "POOL", "CMD", "HEAP", "LOAD", "SYM", "UNLOAD", "ABORT", "QUIT", "DONE", "PING"):
         m = re.search(rf"OP_{name} = (\d+)", device)
         assert m and int(m.group(1)) == getattr(protocol, f"OP_{name}"), name

@@ -83,6 +83,7 @@ struct msg {
 
 #define MSG_MAX 4096
 #define CMD_MAGIC 0x444d4350u /* "PCMD" */
+#define EXTENT_UNKNOWN UINT64_MAX
 #define MAX_MODULES 1024
 #define KEEP_WORDS (MAX_MODULES / 32)
 
@@ -95,7 +96,7 @@ struct cmd_header {
     uint32_t magic;
     uint64_t prog_off; /* the launch program, from the start of the command region */
     uint64_t prog_len;
-    uint64_t extent;   /* pool bytes (from its base) the invocation may touch; 0: the whole pool */
+    uint64_t extent;   /* pool bytes (from its base) the invocation may touch; EXTENT_UNKNOWN: all */
     uint32_t nkeep;    /* bits set in keep */
     uint32_t reserved;
     uint32_t keep[KEEP_WORDS]; /* one bit per module slot: the modules the program uses; the
@@ -691,7 +692,7 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
      * are faulted in, and the allow-list goes on. */
     if (mprotect(cmd, cmd_size, PROT_READ) != 0 || mprotect(other_status, (size_t)page, PROT_READ) != 0)
         bad_command();
-    if (hint) madvise(pool, round_up(hint < pool_size ? hint : pool_size, (size_t)page), MADV_POPULATE_WRITE);
+    if (hint && hint != EXTENT_UNKNOWN) madvise(pool, round_up(hint < pool_size ? hint : pool_size, (size_t)page), MADV_POPULATE_WRITE);
     madvise(stacks + stack_stride - 4 * (size_t)page, 4 * (size_t)page, MADV_POPULATE_WRITE);
     relink_loader_list(cmd_hdr, 1);
     build_child_filter(wake, done);
@@ -715,8 +716,8 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
 
     /* Out of the tenant's reach: the pool past the invocation's buffers, and every module the
      * program does not use. */
-    uint64_t extent = hdr->extent;
-    if (extent && extent < pool_size) {
+    uint64_t extent = hdr->extent; /* 0 is a real extent: nothing of the pool is the tenant's */
+    if (extent < pool_size) {
         size_t keep = round_up(extent, (size_t)page);
         if (keep < pool_size && mprotect(pool + keep, pool_size - keep, PROT_NONE) != 0) bad_command();
     }
