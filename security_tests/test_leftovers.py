@@ -169,3 +169,16 @@ def test_a_function_with_no_pool_bytes_reaches_no_pool_memory(rt: Any) -> None:
         assert "out_of_bounds" in exc.fields.get("reasons", []), exc
     nonzero, _ = probe_big(rt)
     assert nonzero == 0, "a kernel with an empty pool window left data for the next tenant"
+
+
+# The fence is page-granular: a kernel can write past its last buffer up to the end of that
+# page. Those bytes must not reach the next tenant either.
+PLANT_IN_LAST_PAGE = function("write_at", [{"Ptr": "X"}, {"Constant": {"type": "i64", "value": 2000}}],
+                              buffers={"X": 1000}, outputs=[])
+
+
+def test_bytes_past_the_last_buffer_in_its_page_are_zeroed(rt: Any) -> None:
+    rt.register_function("plant_in_last_page", PLANT_IN_LAST_PAGE, tenant="writer")
+    rt.invoke("plant_in_last_page", {}, tenant="writer")
+    nonzero, _ = probe_big(rt)
+    assert nonzero == 0, "bytes written past the last buffer, inside its page, reached the next tenant"

@@ -619,7 +619,9 @@ class CpuDevice(DeviceAPI):
         P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,
                                end - self._prog_off, P.EXTENT_UNKNOWN if extent is None else extent, *keep)
         self._seq = seq
-        self._dirty_top = max(self._dirty_top, self._pool_size if extent is None else extent)
+        # The child's fence is page-granular: it can write up to the end of its last page.
+        reach = self._pool_size if extent is None else min(-(-extent // self._page) * self._page, self._pool_size)
+        self._dirty_top = max(self._dirty_top, reach)
         self._running_seq = seq
         try:
             try:
