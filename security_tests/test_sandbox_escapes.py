@@ -58,9 +58,15 @@ def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
     for tenant in ("mallory", "bob"):
         runtime.register_library("k", attacks_lib.data, tenant=tenant)
     runtime.register_function("affine", AFFINE, tenant="bob")
+    runtime.register_function("probe_pool", PROBE_POOL, tenant="bob")
     runtime.engine().wait_started(120)
     yield runtime
     runtime.close(drain=False, timeout=10)
+
+
+#: Bob's probe of the pool: bytes of a 4 MiB buffer it never wrote that are not zero.
+PROBE_POOL = function("count_u8", [{"Ptr": "X"}, {"Sizeof": "X"}, {"Constant": {"type": "u8", "value": 0}},
+                                   {"Ptr": "out"}], buffers={"X": 4 << 20, "out": 16}, outputs=["out"])
 
 
 def templates() -> list[int]:
@@ -254,7 +260,9 @@ def test_the_attacker_can_locate_the_control_structures(rt: Any, offsets: bytes)
     assert v[6] == CMD_MAGIC, "the command header's magic"
     assert v[8] == ST_RUNNING and v[9] == v[7] != 0, "its own status: running, this invocation's number"
     assert status in (status_pages, status_pages + 4096) and cmd_size >= 4096
-    assert pool == v[10], "the pool starts at the function's first buffer"
+    # The function's first buffer starts its window: the pool's start, or (the pool alternates
+    # windows) a page past the previous invocation's.
+    assert pool <= v[10] < pool + pool_size and (v[10] - pool) % 4096 == 0, "the first buffer is in the pool"
     assert pool_size >= 8 << 20
     count("attack: control memory")
 
@@ -302,6 +310,21 @@ def test_control_memory_attacks_only_hurt_the_attacker(rt: Any, offsets: bytes, 
     # A child that said it finished but does not exit is killed before the pool is reused:
     # the next tenant waits for that grace at most, not for the attacker's deadline.
     assert time.monotonic() - started < EXIT_GRACE + 5.0
+
+
+@pytest.mark.parametrize("which", [14, 15], ids=["keeps-writing", "never-exits"])
+def test_what_a_child_writes_after_saying_done_reaches_nobody(rt: Any, offsets: bytes, which: int) -> None:
+    """A child that says it finished and then keeps writing its own buffer (14) or spinning (15):
+    the next invocations start meanwhile in the pool's other window, and the zeroing of the
+    attacker's window waits until it is gone, so its late writes are zeroed too. Two probes in
+    a row by another tenant cover both windows."""
+    outcome = attack(rt, f"ctl{which}", _ctl("ctl_attack", which), {"offs": offsets})
+    assert isinstance(outcome, (dict, KernelFault)), outcome
+    bob_is_served(rt)
+    for _ in range(2):
+        nonzero, _same = struct.unpack("<2Q", rt.invoke("probe_pool", {}, tenant="bob")["out"])
+        assert nonzero == 0, f"{nonzero} bytes the attacker wrote after saying done reached another tenant"
+    count("attack: control memory")
 
 
 def test_the_child_shares_only_the_pool_command_and_status_memory(rt: Any) -> None:
@@ -366,7 +389,7 @@ int main(int argc, char **argv) {
 
 def test_the_command_header_is_published_all_at_once(tmp_path: Path) -> None:
     """Finding, fixed (the text says what it was): ``CpuDevice.run`` publishes an invocation with one
-    ``CMD_HEADER.pack_into(cmd, 0, seq, MAGIC, prog_off, prog_len, extent, nkeep, 0, *keep)``.
+    ``CMD_HEADER.pack_into(cmd, 0, seq, MAGIC, prog_off, prog_len, extent, start, nkeep, 0, *keep)``.
     CPython zero-fills the struct's bytes and then writes the fields in order, ``go`` first,
     while the waiting child starts as soon as it reads ``go == seq`` (it checks once when its
     setup ends, then after each wake-up byte). A child whose setup ends inside that window
@@ -397,16 +420,20 @@ def test_the_command_header_is_published_all_at_once(tmp_path: Path) -> None:
         final = 0xFFFFFFF0
         reader = subprocess.Popen([str(tmp_path / "reader"), str(fd), str(final)], pass_fds=(fd,),
                                   stdout=subprocess.PIPE, text=True)
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
-        keep = [1, 2]
-        seq, end = 0, time.monotonic() + 1.5
-        while time.monotonic() < end:  # as CpuDevice.run packs it
-            seq += 1
-            P.CMD_HEADER.pack_into(mm, 0, seq, P.CMD_MAGIC, P.HEADER_BYTES, 100 + seq % 7, 4096, len(keep), 0,
+        try:
+            assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+            keep = [1, 2]
+            seq, end = 0, time.monotonic() + 1.5
+            while time.monotonic() < end:  # as CpuDevice.run packs it
+                seq += 1
+                P.CMD_HEADER.pack_into(mm, 0, seq, P.CMD_MAGIC, P.HEADER_BYTES, 100 + seq % 7, 4096, 0, len(keep),
+                                       0, *keep, *([0] * (P.KEEP_WORDS - len(keep))))
+            P.CMD_HEADER.pack_into(mm, 0, final, P.CMD_MAGIC, P.HEADER_BYTES, 100 + final % 7, 4096, 0, len(keep), 0,
                                    *keep, *([0] * (P.KEEP_WORDS - len(keep))))
-        P.CMD_HEADER.pack_into(mm, 0, final, P.CMD_MAGIC, P.HEADER_BYTES, 100 + final % 7, 4096, len(keep), 0,
-                               *keep, *([0] * (P.KEEP_WORDS - len(keep))))
-        out, _ = reader.communicate(timeout=30)
+            out, _ = reader.communicate(timeout=30)
+        finally:  # the reader spins until it sees the final header: never leave it spinning
+            reader.kill()
+            reader.wait()
         mm.close()
     finally:
         os.close(fd)

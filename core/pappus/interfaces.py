@@ -74,6 +74,15 @@ class DeviceAPI(abc.ABC):
     #: (e.g. the CPU backend's guard pages); otherwise the pool also scrubs before use.
     bounds_writes: bool = False
 
+    #: Nonzero (a power of two, e.g. the page size) when a run may still be ending after
+    #: :meth:`run` returned (the CPU backend's sandbox process tearing down) and the device fences
+    #: each run to its window of the pool (``Program.start`` .. ``Program.extent``) at this
+    #: granularity: the pool then alternates consecutive invocations between disjoint windows,
+    #: so that the next one need not wait for the last to be gone. The device must still keep
+    #: every access that overlaps a run that is ending (and the zeroing of its window) until it
+    #: is gone. 0: runs are over when ``run`` returns.
+    alternate_windows: int = 0
+
     @abc.abstractmethod
     def open(self) -> DeviceInfo:
         """Attach to the device; called once before anything else, in the process that uses it."""

@@ -67,15 +67,17 @@ Step = Launch | Loop
 
 
 class Program(tuple):  # noqa: SLOT001
-    """A launch program (a tuple of steps) plus ``extent``: the bytes from the pool base that
-    this invocation's buffers span. A backend that can fence memory (the CPU backend) makes
-    everything past the extent inaccessible to the kernels of this program."""
+    """A launch program (a tuple of steps) plus the window of the pool its buffers occupy:
+    ``[start, extent)``, offsets from the pool base. A backend that can fence memory (the CPU
+    backend) makes everything outside the window inaccessible to the kernels of this program."""
 
     extent: int
+    start: int
 
-    def __new__(cls, steps: tuple[Step, ...] = (), extent: int = 0) -> Program:
+    def __new__(cls, steps: tuple[Step, ...] = (), extent: int = 0, start: int = 0) -> Program:
         self = super().__new__(cls, steps)
         self.extent = extent
+        self.start = min(start, extent)
         return self
 
 
@@ -149,7 +151,7 @@ class Plan:
         # placement, instead of evaluating and packing everything again.
         self.sizes_only = not _reads_input_values(bp)
         self._resolutions: OrderedDict[tuple[int, ...], Resolution] = OrderedDict()
-        self._programs: dict[int, tuple[Resolution, Mapping[str, Any], int, tuple[int, ...], Program]] = {}
+        self._programs: dict[tuple[int, tuple[int, ...]], tuple[Resolution, Mapping[str, Any], int, Program]] = {}
 
     # --- preparation -----------------------------------------------------------------------
 
@@ -384,17 +386,17 @@ class Plan:
         offsets = resolution.offsets if offsets is None else offsets
         if not self.sizes_only:  # every invocation has its own resolution: nothing to reuse
             return self._program(resolution, base, handles, offsets)
-        placed = tuple(offsets.values())
-        cached = self._programs.get(id(resolution))
-        # Identity checks: the cache entry keeps the resolution and handles alive, so their
-        # ids cannot have been reused by other objects.
-        if (cached is not None and cached[0] is resolution and cached[1] is handles and cached[2] == base
-                and cached[3] == placed):
-            return cached[4]
+        # Keyed by placement too: a pool that alternates windows places each resolution at two
+        # offsets in turn. Identity checks: the cache entry keeps the resolution and handles
+        # alive, so their ids cannot have been reused by other objects.
+        key = (id(resolution), tuple(offsets.values()))
+        cached = self._programs.get(key)
+        if cached is not None and cached[0] is resolution and cached[1] is handles and cached[2] == base:
+            return cached[3]
         program = self._program(resolution, base, handles, offsets)
-        if len(self._programs) >= CACHED_RESOLUTIONS:
+        if len(self._programs) >= 2 * CACHED_RESOLUTIONS:
             self._programs.clear()
-        self._programs[id(resolution)] = (resolution, handles, base, placed, program)
+        self._programs[key] = (resolution, handles, base, program)
         return program
 
     def _program(self, resolution: Resolution, base: int, handles: Mapping[str, Any],
@@ -413,7 +415,8 @@ class Plan:
             return tuple(out)
 
         extent = max((offsets[name] + size for name, size in sizes.items()), default=0)
-        return Program(build(resolution.steps), extent)
+        start = min((offsets[name] for name in sizes), default=0)
+        return Program(build(resolution.steps), extent, start)
 
     @property
     def kernel_names(self) -> tuple[str, ...]:

@@ -3,13 +3,15 @@
 It drives a device template process (``csrc/pappus_cpu_device.c``) over a socket. The pool
 is a memfd mapped here and in the template, so ``write``/``read``/``memset`` are plain memory
 copies with no IPC; device addresses are the template's (and its children's) addresses of the
-pool. ``run`` writes the whole launch program into a shared command region and wakes the
-template's pre-forked child with one byte. The child answers with one byte on its done pipe
-when the program has finished, before its process is torn down, and ``run`` returns then: the
-outputs are complete. The pool is not touched again (zeroed, written, run on) until the
-template has reaped that child and reported it, so the teardown overlaps with handing the
-outputs over. A kernel that forges the byte early gains only wrong outputs of its own; one
-that then keeps running is killed after ``EXIT_GRACE`` before the pool is reused.
+pool. ``run`` writes the whole launch program into a shared command region (one per parity of
+the invocation number) and wakes the template's pre-forked child with one byte. The child
+answers with one byte on its done pipe when the program has finished, before its process is
+torn down, and ``run`` returns then: the outputs are complete. The child is then *ending*:
+nothing touches its window of the pool again (zeroing is deferred, writes wait) until the
+template has reaped it and reported it, so the teardown overlaps with handing the outputs over,
+and with the next run when that one's window is disjoint (the pool alternates windows:
+``alternate_windows``). A kernel that forges the byte early gains only wrong outputs of its own;
+one that then keeps running is killed after ``EXIT_GRACE``.
 
 Isolation per invocation comes from the fresh child: every global, static, stack and the malloc
 arena start from their load-time image. Pool contents are zeroed by the buffer pool on release;
@@ -93,10 +95,24 @@ class _Reply:
     fds: list[int] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _Ending:
+    """A run whose child said it finished, until the template reports it gone."""
+
+    seq: int
+    lo: int  # what it can reach: pool offsets [lo, hi), whole pages
+    hi: int
+    known: bool = True  # False: it ran without a known window (it can reach the whole pool)
+    left: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) to zero once it is gone
+    deadline: float = 0.0  # when it must be gone (monotonic); then it is killed
+    killed: bool = False
+
+
 class CpuDevice(DeviceAPI):
     """One sandboxed CPU "device": a template process and its per-invocation children."""
 
     bounds_writes = True
+    alternate_windows = mmap.PAGESIZE  # each child is fenced to the pages of its window
 
     def __init__(self, memory_bytes: int | None = None, fiber_stack_bytes: int = DEFAULT_FIBER_STACK,
                  max_block_threads: int = CPU_LIMITS.max_block_threads, guarded_stacks: int = DEFAULT_GUARDED_STACKS,
@@ -117,7 +133,7 @@ class CpuDevice(DeviceAPI):
         self._go_fds: list[int] = []
         self._done_fds: list[int] = []
         self._pollers: list[Any] = []  # per child slot: the socket and that slot's done pipe
-        self._exiting = 0  # a child that reported done but whose exit is not reported yet
+        self._ending: dict[int, _Ending] = {}  # by invocation number, in the order they said done
         self._send_lock = threading.Lock()
         self._reap_lock = threading.Lock()
         self._alive = False
@@ -136,8 +152,8 @@ class CpuDevice(DeviceAPI):
         self._bound_pool: Any = None
         self._next_extent: int | None = None
         # command region
-        self._cmd_mm: mmap.mmap | None = None
-        self._cmd_size = 0
+        self._cmd_mm: list[mmap.mmap | None] = [None, None]  # one command region per parity
+        self._cmd_size = [0, 0]
         self._seq = 0
         self._running_seq = 0
         self._heap_limit = 0
@@ -145,7 +161,7 @@ class CpuDevice(DeviceAPI):
         self._validated: dict[str, LibraryInfo] = {}
         self._modules: dict[int, CpuModule] = {}
         self._pending: list[Launch] = []
-        self._encoded: tuple[Any, int, list[str], tuple[int, ...]] | None = None
+        self._encoded: list[tuple[Any, int, list[str], tuple[int, ...]] | None] = [None, None]
         self._prog_off = P.HEADER_BYTES  # where the program starts in the command region
         self.runs = 0
 
@@ -194,7 +210,8 @@ class CpuDevice(DeviceAPI):
                 poller.register(fd, select.POLLIN)
                 self._pollers.append(poller)
             self._details = self._parse_hello(hello)
-            self._map_cmd(self.cmd_bytes)
+            for parity in (0, 1):
+                self._map_cmd(self.cmd_bytes, parity)
         except BaseException:
             self._stop_template()
             raise
@@ -218,11 +235,12 @@ class CpuDevice(DeviceAPI):
         for fd in self._go_fds + self._done_fds:
             os.close(fd)
         self._go_fds, self._done_fds, self._pollers = [], [], []
-        self._exiting = 0  # the template killed and reaped it
-        if self._cmd_mm is not None:
-            self._cmd_mm.close()
-            self._cmd_mm = None
-        self._encoded = None
+        self._all_gone()  # the template killed and reaped them
+        for parity in (0, 1):
+            mm, self._cmd_mm[parity] = self._cmd_mm[parity], None
+            if mm is not None:
+                mm.close()
+        self._encoded = [None, None]
         for module in self._modules.values():
             module.loaded = False
         self._modules.clear()
@@ -347,9 +365,10 @@ class CpuDevice(DeviceAPI):
         op, err, a, b, c, d = P.MSG.unpack_from(data)
         return _Reply(op, err, a, b, c, d, data[P.MSG.size:], fds)
 
-    def _request(self, op: int, a: int = 0, b: int = 0, payload: bytes = b"", fd: int | None = None) -> _Reply:
+    def _request(self, op: int, a: int = 0, b: int = 0, payload: bytes = b"", fd: int | None = None,
+                 c: int = 0) -> _Reply:
         self._await_exit()  # nothing changes under a child that is still on its way out
-        self._send(op, a, b, payload=payload, fd=fd)
+        self._send(op, a, b, c, payload=payload, fd=fd)
         while True:
             rep = self._recv(timeout=REQUEST_TIMEOUT)
             for extra in rep.fds:
@@ -359,34 +378,71 @@ class CpuDevice(DeviceAPI):
             # A DONE that arrives here belongs to no run (cannot happen in order); ignore it.
 
     def _await_exit(self) -> None:
-        """Return once the child that last reported done has been reaped by the template.
+        """Return once every ending child (it said done) has been reaped by the template."""
+        if self._ending:
+            self._await(list(self._ending))
 
-        Called before anything touches the pool again: until then that child could still write
-        to it. A child that does not exit within ``EXIT_GRACE`` is killed."""
-        seq = self._exiting
-        if not seq:
-            return
-        sock = self._sock
-        if sock is None:
-            self._exiting = 0
-            return
-        deadline = time.monotonic() + EXIT_GRACE
-        killed = False
-        while self._exiting == seq:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
-                if killed:
-                    self._died(f"a child that finished did not exit within {EXIT_GRACE + REQUEST_TIMEOUT:g} s")
-                log.warning("a CPU kernel reported done but its process did not exit within %g s; killing it",
-                            EXIT_GRACE)
-                self._send(P.OP_ABORT, a=seq)
-                killed, deadline = True, time.monotonic() + REQUEST_TIMEOUT
+    def _await(self, seqs: list[int]) -> None:
+        """Return once the children of runs ``seqs`` are gone (reaped and reported; their
+        deferred zeroing done). One that does not exit within ``EXIT_GRACE`` of saying done is
+        killed."""
+        while True:
+            waiting = [e for seq in seqs if (e := self._ending.get(seq)) is not None]
+            if not waiting:
+                return
+            sock = self._sock
+            if sock is None:
+                self._all_gone()
+                return
+            now = time.monotonic()
+            first = min(e.deadline for e in waiting)
+            if first <= now or not select.select([sock], [], [], first - now)[0]:
+                self._overdue(time.monotonic())
                 continue
             rep = self._recv()
             for extra in rep.fds:
                 os.close(extra)
-            if rep.op == P.OP_DONE and rep.a == seq:
-                self._exiting = 0
+            self._note(rep)
+
+    def _note(self, rep: _Reply) -> None:
+        """A message that is not the answer being waited for: an ending child's exit report."""
+        if rep.op == P.OP_DONE:
+            ending = self._ending.pop(rep.a, None)
+            if ending is not None:
+                self._zero_left(ending)
+
+    def _overdue(self, now: float) -> None:
+        """Kill ending children past their grace; give up on the template if one outlives that."""
+        for ending in list(self._ending.values()):
+            if ending.deadline > now:
+                continue
+            if ending.killed:
+                self._died(f"a child that finished did not exit within {EXIT_GRACE + REQUEST_TIMEOUT:g} s")
+            log.warning("a CPU kernel reported done but its process did not exit within %g s; killing it",
+                        EXIT_GRACE)
+            self._send(P.OP_ABORT, a=ending.seq)
+            ending.killed, ending.deadline = True, now + REQUEST_TIMEOUT
+
+    def _zero_left(self, ending: _Ending) -> None:
+        """Once a child is gone: the zeroing deferred until then, and the bytes past its buffers
+        in their last page (its fence is page-granular)."""
+        assert self._pool_np is not None
+        for off, nbytes in ending.left:
+            self._pool_np[off:off + nbytes] = 0
+        ending.left.clear()
+
+    def _all_gone(self) -> None:
+        """Every child is gone (the template and its process group were killed)."""
+        endings = list(self._ending.values())
+        self._ending.clear()
+        if self._pool_np is not None:
+            for ending in endings:
+                self._zero_left(ending)
+
+    def _ending_over(self, off: int, nbytes: int) -> list[int]:
+        """Ending children whose reach overlaps ``[off, off + nbytes)`` of the pool."""
+        end = off + nbytes
+        return [seq for seq, e in self._ending.items() if e.lo < end and off < e.hi and nbytes]
 
     def _kill_group(self) -> None:
         """SIGKILL the template and every child it forked, and wait until none can run.
@@ -413,6 +469,7 @@ class CpuDevice(DeviceAPI):
     def _died(self, why: str) -> Any:
         self._alive = False
         self._kill_group()
+        self._all_gone()
         code = self._reap()
         if code is not None and code < 0:
             how = f"; it was killed by {signal.Signals(-code).name}"
@@ -459,12 +516,12 @@ class CpuDevice(DeviceAPI):
         return off
 
     def write(self, address: int, data: memoryview) -> None:
-        if self._exiting:
-            self._await_exit()
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         off = self._offset(address, view.nbytes, "write")
+        if self._ending and (seqs := self._ending_over(off, view.nbytes)):
+            self._await(seqs)
         self._pool_mv[off:off + view.nbytes] = view  # type: ignore[index]
 
     def read(self, address: int, out: memoryview) -> None:
@@ -472,21 +529,37 @@ class CpuDevice(DeviceAPI):
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         off = self._offset(address, view.nbytes, "read")
+        if self._ending:
+            self._await_deferred(off, view.nbytes)
         view[:] = self._pool_mv[off:off + view.nbytes]  # type: ignore[index]
 
     def read_bytes(self, address: int, nbytes: int) -> bytes:
         off = self._offset(address, nbytes, "read")
+        if self._ending:
+            self._await_deferred(off, nbytes)
         return self._pool_mm[off:off + nbytes]  # type: ignore[index]  # one copy, into the bytes
 
+    def _await_deferred(self, off: int, nbytes: int) -> None:
+        """A read of what was released reads zeros: wait for the zeroing deferred there."""
+        end = off + nbytes
+        seqs = [seq for seq, e in self._ending.items() if any(o < end and off < o + n for o, n in e.left)]
+        if seqs:
+            self._await(seqs)
+
     def memset(self, address: int, value: int, nbytes: int) -> None:
-        if self._exiting:
-            self._await_exit()
         off = self._offset(address, nbytes, "memset")
+        if self._ending and (seqs := self._ending_over(off, nbytes)):
+            ending = self._ending[seqs[0]]
+            if value == 0 and len(seqs) == 1 and ending.known and ending.lo <= off and off + nbytes <= ending.hi:
+                ending.left.append((off, nbytes))  # a release: done once that child is gone
+                return
+            self._await(seqs)
         if nbytes:
             self._pool_np[off:off + nbytes] = value & 0xFF  # type: ignore[index]
         if off == 0 and value == 0 and self._dirty_top > nbytes:
             # A release: a child ran without a known extent and may have written past the
             # invocation's buffers. Zero the rest of what it could have reached.
+            self._await_exit()
             self._zero_beyond(nbytes, self._dirty_top)
         if off == 0 and value == 0:
             self._dirty_top = 0
@@ -508,15 +581,18 @@ class CpuDevice(DeviceAPI):
         """Bytes of the pool (from its base) the next run may touch."""
         self._next_extent = int(nbytes)
 
-    def _extent(self, program: Any) -> int | None:
+    def _window(self, program: Any) -> tuple[int, int | None]:
+        """``(start, extent)`` of the pool a run may touch; extent None: unknown (all of it)."""
         extent = getattr(program, "extent", None)
+        start = getattr(program, "start", 0) if extent is not None else 0
         if extent is None and self._next_extent is not None:
             extent, self._next_extent = self._next_extent, None
         if extent is None and self._bound_pool is not None:
-            extent = int(self._bound_pool.high_water)
+            extent, start = int(self._bound_pool.high_water), int(getattr(self._bound_pool, "low", 0))
         if extent is None:
-            return None
-        return min(max(int(extent), 0), self._pool_size)
+            return 0, None
+        extent = min(max(int(extent), 0), self._pool_size)
+        return min(max(int(start), 0), extent), extent
 
     # --- malloc heap -----------------------------------------------------------------------------
 
@@ -566,7 +642,7 @@ class CpuDevice(DeviceAPI):
             return
         module.loaded = False
         self._modules.pop(module.id, None)
-        self._encoded = None
+        self._encoded = [None, None]
         if self._alive:
             self._request(P.OP_UNLOAD, a=module.id)
 
@@ -599,29 +675,35 @@ class CpuDevice(DeviceAPI):
             raise DeviceError("the CPU device is not usable", api="run")
         if self._pool_mm is None:
             raise DeviceError("run before reserve", api="run")
-        if self._exiting:  # the last child must be gone before the command region is rewritten
-            self._await_exit()  # (a lingering one could read the next tenant's arguments there)
-        extent = self._extent(program)
-        cached = self._encoded
+        start, extent = self._window(program)
+        seq = P.next_seq(self._seq)
+        parity = seq & 1
+        ending = self._ending_for(seq, start, extent)
+        # Before this run starts: the child that used this parity's command region (and child
+        # slot) last, and every ending child whose reach overlaps this run's, must be gone. An
+        # ending child of the other parity with a disjoint window (the pool alternates windows)
+        # can still be on its way out: it sees neither this run's buffers nor its command.
+        waits = [s for s, e in self._ending.items() if s & 1 == parity or (e.lo < ending.hi and ending.lo < e.hi)]
+        if waits:
+            self._await(waits)
+        cached = self._encoded[parity]
         if cached is not None and (cached[0] is program or cached[0] == program):  # already in place
             _, end, names, keep = cached
         else:
-            self._encoded = None
+            self._encoded[parity] = None
             modules: set[int] = set()
             names = []
-            end = self._encode(program, names, modules)
+            end = self._encode(program, names, modules, parity)
             keep = P.keep_bitmap(modules if self.hide_other_modules else range(P.MAX_MODULES))
-            self._encoded = (program, end, names, keep)
-        seq = P.next_seq(self._seq)
-        done_fd = self._done_fds[seq & 1]
+            self._encoded[parity] = (program, end, names, keep)
+        done_fd = self._done_fds[parity]
         _drain(done_fd)  # bytes a dead child wrote past its own: never taken for this run's
         # `go` = 0, every other field, then `go`; the child trusts `go` only after its wake-up byte.
-        P.CMD_HEADER.pack_into(self._cmd_mm, 0, seq, P.CMD_MAGIC, self._prog_off,
-                               end - self._prog_off, P.EXTENT_UNKNOWN if extent is None else extent, *keep)
+        P.CMD_HEADER.pack_into(self._cmd_mm[parity], 0, seq, P.CMD_MAGIC, self._prog_off, end - self._prog_off,
+                               P.EXTENT_UNKNOWN if extent is None else extent, start, *keep)
         self._seq = seq
-        # The child's fence is page-granular: it can write up to the end of its last page.
-        reach = self._pool_size if extent is None else min(-(-extent // self._page) * self._page, self._pool_size)
-        self._dirty_top = max(self._dirty_top, reach)
+        if extent is None:
+            self._dirty_top = self._pool_size  # it can write anywhere: zeroed at the next release
         self._running_seq = seq
         try:
             try:
@@ -634,23 +716,44 @@ class CpuDevice(DeviceAPI):
         finally:
             self._running_seq = 0
         self.runs += 1
-        if rep is not None:
-            self._check(rep, names, extent)
+        if rep is None:  # it said done: it is ending
+            ending.deadline = time.monotonic() + EXIT_GRACE
+            self._ending[seq] = ending
+            return
+        self._zero_left(ending)  # it is gone
+        self._check(rep, names, start, extent)
+
+    def _ending_for(self, seq: int, start: int, extent: int | None) -> _Ending:
+        """What run ``seq`` can reach in the pool (its window, page-rounded), and the bytes of
+        that reach past its buffers, which nobody else zeroes."""
+        if extent is None:
+            return _Ending(seq, 0, self._pool_size, known=False)
+        page = self._page
+        lo = start // page * page
+        hi = min(-(-extent // page) * page, self._pool_size)
+        return _Ending(seq, lo, max(hi, lo), left=[(extent, hi - extent)] if hi > extent else [])
 
     def _wait_run(self, seq: int, done_fd: int) -> _Reply | None:
-        """Wait for run ``seq``: None when its child said it finished (its exit is awaited before
-        the pool is used again), else the template's report of how the child ended."""
+        """Wait for run ``seq``: None when its child said it finished (it is then ending), else
+        the template's report of how the child ended. Meanwhile earlier ending children are
+        reported gone, or killed when past their grace."""
         poller = self._pollers[seq & 1]
         mine = seq & 0xFF
         while True:
-            for fd, _events in poller.poll():
+            timeout = None
+            if self._ending:
+                timeout = max(0, int((min(e.deadline for e in self._ending.values()) - time.monotonic()) * 1000) + 1)
+            events = poller.poll(timeout)
+            if not events:
+                self._overdue(time.monotonic())
+                continue
+            for fd, _events in events:
                 if fd == done_fd:
                     try:
                         said = os.read(done_fd, 64)
                     except BlockingIOError:
                         continue
                     if mine in said:
-                        self._exiting = seq
                         return None
                     continue
                 rep = self._recv()
@@ -658,6 +761,7 @@ class CpuDevice(DeviceAPI):
                     os.close(extra)
                 if rep.op == P.OP_DONE and rep.a == seq:
                     return rep
+                self._note(rep)
 
     def abort(self) -> None:
         """Kill the child running now (from any thread); its ``run`` raises KernelFault(SIGKILL)."""
@@ -668,20 +772,20 @@ class CpuDevice(DeviceAPI):
             except DeviceError:
                 pass
 
-    def _encode(self, program: Any, names: list[str], modules: set[int]) -> int:
-        """Write the program into the command region; return the end offset."""
+    def _encode(self, program: Any, names: list[str], modules: set[int], parity: int) -> int:
+        """Write the program into the command region of ``parity``; return the end offset."""
         while True:
             try:
-                return self._encode_into(program, names, modules)
+                return self._encode_into(program, names, modules, parity)
             except _NoRoom:
                 names.clear()
                 modules.clear()
-                self._map_cmd(self._cmd_size * 2)
+                self._map_cmd(self._cmd_size[parity] * 2, parity)
 
-    def _encode_into(self, program: Any, names: list[str], modules: set[int]) -> int:
-        buf = self._cmd_mm
+    def _encode_into(self, program: Any, names: list[str], modules: set[int], parity: int) -> int:
+        buf = self._cmd_mm[parity]
         assert buf is not None
-        limit = self._cmd_size
+        limit = self._cmd_size[parity]
         launch_pack = P.LAUNCH.pack_into
         loop_pack = P.LOOP.pack_into
 
@@ -736,31 +840,32 @@ class CpuDevice(DeviceAPI):
 
         return emit(program, self._prog_off)
 
-    def _map_cmd(self, size: int) -> None:
-        """A (bigger) command region, shared with the template."""
+    def _map_cmd(self, size: int, parity: int) -> None:
+        """A (bigger) command region for the invocations of ``parity``, shared with the template."""
         size = -(-max(size, self._prog_off + 4096) // self._page) * self._page
         fd = os.memfd_create("pappus-cmd", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            P.CMD_HEADER.pack_into(mm, 0, self._seq, P.CMD_MAGIC, self._prog_off, 0, 0,
+            # `go`: the last invocation started (of either parity: numbers only grow).
+            P.CMD_HEADER.pack_into(mm, 0, self._seq, P.CMD_MAGIC, self._prog_off, 0, 0, 0,
                                    *P.keep_bitmap(()))
-            rep = self._request(P.OP_CMD, a=size, fd=fd)
+            rep = self._request(P.OP_CMD, a=size, b=parity, c=self._seq, fd=fd)
         finally:
             os.close(fd)
         if rep.err:
             mm.close()
             raise DeviceError(f"mapping the command region failed: {rep.payload.decode(errors='replace')}",
                               api="run")
-        if self._cmd_mm is not None:
-            self._cmd_mm.close()
-        self._cmd_mm = mm
-        self._cmd_size = size
-        self._encoded = None
+        old, self._cmd_mm[parity] = self._cmd_mm[parity], mm
+        if old is not None:
+            old.close()
+        self._cmd_size[parity] = size
+        self._encoded[parity] = None
 
     # --- results ---------------------------------------------------------------------------------
 
-    def _check(self, rep: _Reply, names: list[str], extent: int | None) -> None:
+    def _check(self, rep: _Reply, names: list[str], start: int, extent: int | None) -> None:
         if len(rep.payload) < P.STATUS.size:
             raise DeviceError("the CPU device sent a short status", api="run")
         state, sig, code, sysnr, arch, launch_id, trap, _r, addr, pc = P.STATUS.unpack_from(rep.payload)
@@ -774,7 +879,7 @@ class CpuDevice(DeviceAPI):
             raise KernelFault(f"{where} was stopped before it finished (deadline)", kernel=kernel,
                               signal="SIGKILL", reasons=["aborted"])
         if os.WIFEXITED(ws) and os.WEXITSTATUS(ws) == P.EXIT_FAULT and state == P.ST_FAULT and sig > 0:
-            self._raise_fault(where, kernel, sig, code, sysnr, arch, trap, addr, pc, extent)
+            self._raise_fault(where, kernel, sig, code, sysnr, arch, trap, addr, pc, start, extent)
         if os.WIFSIGNALED(ws) and os.WTERMSIG(ws) == signal.SIGSYS:
             # A trapped system call whose SIGSYS handler could not report it.
             raise SandboxViolation(f"{where} made a system call the sandbox forbids",
@@ -791,7 +896,7 @@ class CpuDevice(DeviceAPI):
                           kernel=kernel, reasons=["early_exit"])
 
     def _raise_fault(self, where: str, kernel: str | None, sig: int, code: int, sysnr: int, arch: int,
-                     trap: int, addr: int, pc: int, extent: int | None) -> None:
+                     trap: int, addr: int, pc: int, start: int, extent: int | None) -> None:
         name = _signame(sig)
         if sig == signal.SIGSYS:
             from .syscalls import syscall_name
@@ -801,7 +906,7 @@ class CpuDevice(DeviceAPI):
                                    syscall=call, kernel=kernel, signal=name, reasons=["syscall"],
                                    syscall_number=sysnr, pc=pc)
         if sig in (signal.SIGSEGV, signal.SIGBUS):
-            reasons = ["memory_fault", *self._classify(addr, extent)]
+            reasons = ["memory_fault", *self._classify(addr, start, extent)]
             what = {"out_of_bounds": "outside its buffers", "stack_overflow": "past the end of a thread's stack",
                     "shared_out_of_bounds": "past its dynamic shared memory",
                     "null_pointer": "near address 0"}.get(reasons[-1], "at an unmapped or protected address")
@@ -821,12 +926,14 @@ class CpuDevice(DeviceAPI):
         raise KernelFault(f"{where} faulted: {name}", kernel=kernel, address=addr, signal=name,
                           reasons=["fault"], pc=pc)
 
-    def _classify(self, addr: int, extent: int | None) -> list[str]:
+    def _classify(self, addr: int, start: int, extent: int | None) -> list[str]:
         page = self._page
         base, size, guard = self._base, self._pool_size, max(self._pool_guard, self._page)
         if base - guard <= addr < base + size + guard and not base <= addr < base + size:
             return ["out_of_bounds"]
         if extent is not None and base + -(-extent // page) * page <= addr < base + size:
+            return ["out_of_bounds"]
+        if extent is not None and base <= addr < base + start // page * page:
             return ["out_of_bounds"]
         if self._stacks <= addr < self._stacks + self._stack_stride * self._stack_count:
             if (addr - self._stacks) % self._stack_stride < page:

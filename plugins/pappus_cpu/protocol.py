@@ -29,8 +29,9 @@ MSG_MAX = 4096
 #: Module slots in the template (module ids are 0 .. MAX_MODULES - 1).
 MAX_MODULES = 1024
 
-#: The command region: the header, then the program.
-#: struct cmd_header: go, magic, prog_off, prog_len, extent, nkeep, reserved, keep[KEEP_WORDS]
+#: The command regions (one per parity of the invocation number): the header, then the program.
+#: struct cmd_header: go, magic, prog_off, prog_len, extent, start, nkeep, reserved, keep[KEEP_WORDS]
+#: ``[start, extent)`` is the invocation's window of the pool (offsets from its base).
 #: ``keep`` is a bitmap with one bit per module slot: the modules the program uses. The child
 #: hides every other module (``nkeep`` is the number of bits set, a consistency check).
 CMD_MAGIC = 0x444D4350
@@ -44,7 +45,7 @@ HEADER_BYTES = 256  # the program starts this far after the header
 class CmdHeader:
     """``struct cmd_header``, published so that a reader who sees a new ``go`` sees the rest.
 
-    ``pack_into(buf, offset, go, magic, prog_off, prog_len, extent, nkeep, reserved, *keep)``
+    ``pack_into(buf, offset, go, magic, prog_off, prog_len, extent, start, nkeep, reserved, *keep)``
     first sets ``go`` to 0 ("being written"; never a sequence number, see :func:`next_seq`),
     then writes every other field, then ``go``: each ``go`` store is one aligned 4-byte store
     (native ``I``: a single ``memcpy`` of 4 bytes, never byte by byte). x86-64 makes stores
@@ -53,11 +54,12 @@ class CmdHeader:
     between its loads (a reader that can be preempted there must load ``go`` again). The child
     does not rely on any of that: it trusts ``go`` only after reading its wake-up byte, which
     is written after the header, and the pipe orders the two on every architecture; and the
-    supervisor writes the next header only after the child has exited.
+    supervisor writes the next header of a region only after the child that read the last one
+    has exited.
     """
 
     def __init__(self) -> None:
-        self._body = struct.Struct(f"<IQQQII{KEEP_WORDS}I")  # magic .. keep
+        self._body = struct.Struct(f"<IQQQQII{KEEP_WORDS}I")  # magic .. keep
         self._go = struct.Struct("I")
         self.size = self._go.size + self._body.size
 

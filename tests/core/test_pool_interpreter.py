@@ -10,7 +10,7 @@ import pytest
 
 from pappus.config import check_function_against_libraries, parse_function
 from pappus.devices.host import HostDevice, HostDriver
-from pappus.errors import InvalidInput, KernelFault, OutOfMemory
+from pappus.errors import DeviceError, InvalidInput, KernelFault, OutOfMemory
 from pappus.interfaces import LibraryImage
 from pappus.interpreter import run_invocation
 from pappus.plan import Plan
@@ -97,6 +97,42 @@ def test_scrub_before_use_covers_stray_writes(device):
     off = pool.allocate(8192)
     assert off == 0
     assert not device.memory[:8192].any()
+
+
+def test_alternate_windows_take_turns_and_never_share_a_page(device):
+    pool = BufferPool(device, device.reserve(1 << 16), 1 << 16, alternate=4096)
+    assert pool.layout([("A", 100), ("B", 5000)]) == [0, 256]  # the first window: the pool's start
+    device.memory[:5256] = 7
+    device.memsets.clear()
+    pool.release()
+    assert device.memsets == [(0, 5256)] and not device.memory[:5256].any()
+    assert pool.layout([("A", 100)]) == [8192]  # the next: the first page past the last window
+    assert pool.span(8192, 100) == pool.base + 8192
+    with pytest.raises(DeviceError):  # below this window: not this invocation's
+        pool.span(0, 8)
+    device.memsets.clear()
+    pool.release()
+    assert device.memsets == [(8192, 100)]  # only this window is zeroed
+    assert pool.layout([("A", 100)]) == [0]  # and back
+    pool.release()
+    pool.release()  # nothing handed out: it stays where it is
+    assert pool.layout([("A", 1)]) == [4096]
+
+
+def test_an_alternate_window_that_does_not_fit_moves_to_the_start(device):
+    pool = BufferPool(device, device.reserve(1 << 16), 1 << 16, alternate=4096)
+    pool.layout([("A", 40000)])
+    pool.release()
+    assert pool.low == 40960
+    assert pool.layout([("A", 30000)]) == [0]  # 40960 + 30000 is past the end
+    pool.release()
+    with pytest.raises(OutOfMemory):
+        pool.layout([("A", 1 << 17)])
+    assert (pool.low, pool.top, pool.high_water) == (32768, 32768, 32768)  # unchanged
+    with pytest.raises(ValueError):
+        BufferPool(device, 0, 1 << 16, alternate=3000)
+    with pytest.raises(ValueError):
+        BufferPool(device, 0, 1 << 16, alternate=4096, scrub_before_use=True)
 
 
 def test_matmul_with_repeat_matches_numpy(device):

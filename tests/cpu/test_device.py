@@ -234,6 +234,31 @@ def test_a_program_that_carries_its_extent_bounds_the_child(build: Builder, sand
         h.close()
 
 
+def test_a_run_is_fenced_below_its_window_too(sandbox_lib: Built) -> None:
+    """The pool alternates windows: a run whose buffers start past the pool's start cannot
+    reach what lies below them (the window of the run before it, perhaps still ending)."""
+    from pappus.plan import Program
+
+    h = Harness(bind=False)
+    try:
+        dev = h.device
+        kernel = dev.get_kernel(dev.load_module(sandbox_lib.image()), "write_at")
+        base = h.pool.base
+        window = 3 * 4096
+        for offset, allowed in ((window + 8, True), (window - 8, False), (8, False), (2 * window, False)):
+            program = Program((_launch(kernel, struct.pack("<Q", base + window), struct.pack("<q", offset - window)),),
+                              extent=2 * window - 64, start=window)
+            if allowed:
+                dev.run(program)
+                continue
+            with pytest.raises(KernelFault) as info:
+                dev.run(program)
+            assert info.value.address == base + offset and "out_of_bounds" in info.value.reasons, info.value
+        dev.memset(base, 0, h.pool.size)
+    finally:
+        h.close()
+
+
 def _launch(kernel: Any, *args: bytes) -> Any:
     from pappus.plan import Launch
 

@@ -112,6 +112,12 @@ class ModuleCache:
         self.handles.clear()
 
 
+def _pool(device: DeviceAPI, base: int, size: int) -> BufferPool:
+    """The pool over a device's reservation, as the device's guarantees call for."""
+    return BufferPool(device, base, size, scrub_before_use=not device.bounds_writes,
+                      alternate=getattr(device, "alternate_windows", 0) if device.bounds_writes else 0)
+
+
 def _read_verified(ref: LibraryRef) -> bytes:
     try:
         with open(ref.path, "rb") as fh:
@@ -159,7 +165,7 @@ class Executor:
                 log.debug("closing a device that failed to start", exc_info=True)
             raise
         self.device, self.info = device, info
-        self.pool = BufferPool(device, base, size, scrub_before_use=not device.bounds_writes)
+        self.pool = _pool(device, base, size)
         self.modules = ModuleCache(device, self.config.module_cache_size)
         self._start_monitors()
         return info
@@ -300,7 +306,7 @@ class Executor:
             self.modules.clear()
         if isinstance(new_base, int) and self.pool is not None and new_base != self.pool.base:
             # The reset re-reserved the pool elsewhere: same size, new base, nothing in use.
-            self.pool = BufferPool(device, new_base, self.pool.size, scrub_before_use=not device.bounds_writes)
+            self.pool = _pool(device, new_base, self.pool.size)
         return device.healthy
 
     @property

@@ -5,15 +5,18 @@
  * guard pages, loads kernel libraries that the static validator accepted (from sealed memfds),
  * and keeps forked children waiting: one for the next invocation and one for the invocation
  * after it, so forking is never on the path of a request. For invocation `seq` the supervisor
- * writes a command block into the shared command region, sets `go = seq` and writes the byte
+ * writes a command block into command region `seq & 1` (one per parity, so that a child still
+ * exiting never sees the next invocation's command), sets `go = seq` there and writes the byte
  * `seq & 0xff` to go pipe `seq & 1`. The child forked for `seq` has already installed its
  * seccomp allow-list while it waited; once it has read its byte it takes away what the tenant
  * must not touch (and hides it from the loader's list), runs the whole launch program, writes
  * `seq & 0xff` to done pipe `seq & 1` and exits. The supervisor may hand the outputs over as
- * soon as that byte arrives, but it touches the pool again (zeroing, the next inputs, the next
- * run) only once the template has reaped the child and reported its status: the byte only
+ * soon as that byte arrives, but it touches the child's window of the pool again (zeroing, new
+ * inputs) only once the template has reaped the child and reported its status: the byte only
  * saves waiting for the process teardown, and a kernel that forges it gains nothing but wrong
- * outputs of its own. The template then forks the child for the invocation after the next.
+ * outputs of its own. The next invocation may start meanwhile when its window of the pool is
+ * disjoint from this one's (the child fences itself to its window, below and above). The
+ * template forks the child for the invocation after the next once this one is reaped.
  *
  * A child is forked per invocation, so library globals, statics, fiber stacks, dynamic shared
  * memory and the device-malloc arena start from their load-time (zero) images every time.
@@ -96,7 +99,8 @@ struct cmd_header {
     uint32_t magic;
     uint64_t prog_off; /* the launch program, from the start of the command region */
     uint64_t prog_len;
-    uint64_t extent;   /* pool bytes (from its base) the invocation may touch; EXTENT_UNKNOWN: all */
+    uint64_t extent;   /* end of the pool window the invocation may touch; EXTENT_UNKNOWN: all */
+    uint64_t start;    /* its start (offsets from the pool base) */
     uint32_t nkeep;    /* bits set in keep */
     uint32_t reserved;
     uint32_t keep[KEEP_WORDS]; /* one bit per module slot: the modules the program uses; the
@@ -180,11 +184,13 @@ static size_t pool_region_len;
 static char *pool;
 static size_t pool_size;
 
-static char *cmd;
+static char *cmd_region[2]; /* the command region of each parity (template) */
+static size_t cmd_region_size[2];
+static char *cmd;            /* in a child: its own command region (the one of its parity) */
 static size_t cmd_size;
 
 static struct child_status *status_pages; /* one page per child slot, shared with the children */
-static struct cmd_header *cmd_hdr;        /* the start of the command region */
+static struct cmd_header *cmd_hdr;        /* in a child: the start of its command region */
 static struct child_status *status;       /* in a child: its own page */
 
 static char *stacks;
@@ -207,7 +213,7 @@ struct child_slot {
     int aborted;
 };
 static struct child_slot slots[2];
-static uint32_t completed_seq; /* the last invocation reported */
+static uint32_t completed_seq; /* the latest invocation reported */
 static unsigned early_deaths;   /* children in a row that died before their invocation */
 static unsigned long forks, runs;
 
@@ -658,7 +664,7 @@ static void relink_loader_list(const struct cmd_header *h, int dry) {
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
+static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint_start, uint64_t hint_end) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() != template_pid) _exit(0);
     close(sock);
@@ -666,6 +672,12 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
     int wake = go_rd[seq & 1], done = done_wr[seq & 1];
     close(go_rd[(seq & 1) ^ 1]);
     close(done_wr[(seq & 1) ^ 1]);
+    /* The other parity's command region belongs to the invocations around ours: gone. */
+    cmd = cmd_region[seq & 1];
+    cmd_size = cmd_region_size[seq & 1];
+    cmd_hdr = (struct cmd_header *)cmd;
+    if (munmap(cmd_region[(seq & 1) ^ 1], cmd_region_size[(seq & 1) ^ 1]) != 0) bad_command();
+    cmd_region[0] = cmd_region[1] = NULL;
     status = (struct child_status *)((char *)status_pages + (size_t)(seq & 1) * (size_t)page);
     char *other_status = (char *)status_pages + (size_t)((seq & 1) ^ 1) * (size_t)page;
     for (int i = 0; i < MAX_MODULES; i++)
@@ -692,7 +704,10 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
      * are faulted in, and the allow-list goes on. */
     if (mprotect(cmd, cmd_size, PROT_READ) != 0 || mprotect(other_status, (size_t)page, PROT_READ) != 0)
         bad_command();
-    if (hint && hint != EXTENT_UNKNOWN) madvise(pool, round_up(hint < pool_size ? hint : pool_size, (size_t)page), MADV_POPULATE_WRITE);
+    if (hint_end && hint_end != EXTENT_UNKNOWN && hint_start < hint_end && hint_end <= pool_size) {
+        size_t lo = hint_start / (size_t)page * (size_t)page;
+        madvise(pool + lo, round_up(hint_end, (size_t)page) - lo, MADV_POPULATE_WRITE);
+    }
     madvise(stacks + stack_stride - 4 * (size_t)page, 4 * (size_t)page, MADV_POPULATE_WRITE);
     relink_loader_list(cmd_hdr, 1);
     build_child_filter(wake, done);
@@ -714,12 +729,15 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
         hdr->prog_len > cmd_size - hdr->prog_off || hdr->nkeep != kept_count(hdr))
         bad_command();
 
-    /* Out of the tenant's reach: the pool past the invocation's buffers, and every module the
-     * program does not use. */
+    /* Out of the tenant's reach: the pool outside the invocation's window (the pages its
+     * buffers are in), and every module the program does not use. */
     uint64_t extent = hdr->extent; /* 0 is a real extent: nothing of the pool is the tenant's */
-    if (extent < pool_size) {
-        size_t keep = round_up(extent, (size_t)page);
-        if (keep < pool_size && mprotect(pool + keep, pool_size - keep, PROT_NONE) != 0) bad_command();
+    if (extent != EXTENT_UNKNOWN) {
+        if (hdr->start > extent) bad_command();
+        size_t below = hdr->start < pool_size ? hdr->start / (size_t)page * (size_t)page : pool_size;
+        size_t above = extent < pool_size ? round_up(extent, (size_t)page) : pool_size;
+        if (below && mprotect(pool, below, PROT_NONE) != 0) bad_command();
+        if (above < pool_size && mprotect(pool + above, pool_size - above, PROT_NONE) != 0) bad_command();
     }
     if (hdr->nkeep < MAX_MODULES) { /* every slot kept: CpuDevice(hide_other_modules=False) */
         for (uint32_t i = 0; i < MAX_MODULES; i++)
@@ -739,17 +757,20 @@ static void child_main(pid_t template_pid, uint32_t seq, uint64_t hint) {
 #define SEQ_CYCLE 0xfffffffeu
 static uint32_t seq_after(uint32_t seq, uint32_t k) { return (uint32_t)(((uint64_t)seq + k - 1) % SEQ_CYCLE) + 1; }
 
-static uint32_t current_go(void) {
-    return __atomic_load_n(&((volatile struct cmd_header *)cmd_hdr)->go, __ATOMIC_ACQUIRE);
+/* The last invocation of parity `p` that the supervisor started (0: none, or being written). */
+static uint32_t current_go(uint32_t p) {
+    return __atomic_load_n(&((volatile struct cmd_header *)cmd_region[p])->go, __ATOMIC_ACQUIRE);
 }
 
 static void fork_child(uint32_t seq) {
     struct child_slot *c = &slots[seq & 1];
     memset((char *)status_pages + (size_t)(seq & 1) * (size_t)page, 0, sizeof(struct child_status));
-    uint64_t hint = ((volatile struct cmd_header *)cmd_hdr)->extent; /* what the last invocation used */
+    /* The window the last invocation of this parity used: most often the same function again. */
+    volatile struct cmd_header *last = (volatile struct cmd_header *)cmd_region[seq & 1];
+    uint64_t hint_start = last->start, hint_end = last->extent;
     pid_t pid = fork();
     if (pid == 0) {
-        child_main(self_pid, seq, hint);
+        child_main(self_pid, seq, hint_start, hint_end);
         _exit(0);
     }
     if (pid > 0) {
@@ -762,7 +783,7 @@ static void fork_child(uint32_t seq) {
 
 /* Children for the next two invocations, forked while nothing waits on them. */
 static void ensure_children(void) {
-    if (!pool || !cmd) return;
+    if (!pool || !cmd_region[0] || !cmd_region[1]) return;
     for (uint32_t k = 1; k <= 2; k++) {
         uint32_t seq = seq_after(completed_seq, k);
         if (slots[seq & 1].pid == 0) fork_child(seq);
@@ -772,7 +793,7 @@ static void ensure_children(void) {
 /* The supervisor numbers invocations 1, 2, 3, ... (wrapping) and starts one only after the
  * previous one was reported: a child has started once `go` reached its number. */
 static int started(const struct child_slot *c) {
-    uint32_t go = cmd ? current_go() : 0;
+    uint32_t go = cmd_region[c->seq & 1] ? current_go(c->seq & 1) : 0;
     return go != 0 && (int32_t)(go - c->seq) >= 0;
 }
 
@@ -804,7 +825,9 @@ static void reap(void) {
             continue;
         }
         early_deaths = 0;
-        completed_seq = c->seq;
+        /* Children of the two parities can end out of order (one still exiting while the next
+         * faulted): the next children to fork follow the latest invocation reaped. */
+        if (completed_seq == 0 || (int32_t)(c->seq - completed_seq) > 0) completed_seq = c->seq;
         runs++;
         struct child_status copy = *(struct child_status *)((char *)status_pages + (size_t)(c->seq & 1) * (size_t)page);
         struct msg m = {OP_DONE, 0, c->seq, (uint64_t)(uint32_t)st, (uint64_t)c->aborted, 0};
@@ -955,8 +978,10 @@ static void do_pool(int fd, uint64_t size) {
     reply(OP_POOL, 0, (uint64_t)(uintptr_t)pool, (uint64_t)POOL_GUARD, NULL);
 }
 
-static void do_cmd(int fd, uint64_t size) {
-    if (fd < 0 || size < sizeof(struct cmd_header) || size % (size_t)page) {
+/* The command region of one parity; `last` is the supervisor's last invocation number (every
+ * one of them has been reported: it sends this only when no child is running or exiting). */
+static void do_cmd(int fd, uint64_t size, uint64_t parity, uint64_t last) {
+    if (fd < 0 || size < sizeof(struct cmd_header) || size % (size_t)page || parity > 1) {
         if (fd >= 0) close(fd);
         reply(OP_CMD, EINVAL, 0, 0, "bad command region");
         return;
@@ -969,12 +994,11 @@ static void do_cmd(int fd, uint64_t size) {
         return;
     }
     retire_waiting_children();
-    if (cmd) munmap(cmd, cmd_size);
-    cmd = p;
-    cmd_size = size;
-    cmd_hdr = (struct cmd_header *)cmd;
-    completed_seq = current_go();
-    reply(OP_CMD, 0, (uint64_t)(uintptr_t)cmd, 0, NULL);
+    if (cmd_region[parity]) munmap(cmd_region[parity], cmd_region_size[parity]);
+    cmd_region[parity] = p;
+    cmd_region_size[parity] = size;
+    completed_seq = (uint32_t)last;
+    reply(OP_CMD, 0, (uint64_t)(uintptr_t)p, 0, NULL);
 }
 
 static void handle_request(void) {
@@ -1020,7 +1044,7 @@ static void handle_request(void) {
         do_pool(fd, m.a);
         break;
     case OP_CMD:
-        do_cmd(fd, m.a);
+        do_cmd(fd, m.a, m.b, m.c);
         break;
     case OP_HEAP:
         retire_waiting_children();
