@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -36,13 +37,13 @@ from .config.parser import library_name_problem, load_config_document, parse_fun
 from .config.signatures import check_function_against_libraries
 from .dispatcher import Dispatcher
 from .engine import EngineOptions, FunctionSpec, Invocation, LibraryRef
-from .engine.invocation import check_deadline, input_views
+from .engine.invocation import check_deadline, input_views, outcome_of
 from .errors import BackendUnavailable, FieldError, LibraryError, NotFound, ValidationError
 from .interfaces import Backend
 from .kernels import LibraryInfo
 from .plugins import Plugins, get_plugins
 from .registry import FunctionRecord, LibraryRecord, Registry
-from .tenants import TenantStore, quota_error
+from .tenants import FAULT_OUTCOMES, RateLimiter, TenantStore, quota_error
 
 DEFAULT_ENGINE = "cpu-sequential"
 MAX_LIBRARY_BYTES = 256 * 1024 * 1024
@@ -91,6 +92,7 @@ class Runtime:
         self._active: dict[str, int] = {}
         self._active_by_engine: dict[tuple[str, str], int] = {}
         self._active_lock = threading.Lock()
+        self._faults = RateLimiter()  # per tenant: the fault_rate quota's token buckets
         self.tenants.on_change(self._tenants_changed)
 
     def _options_for(self, engine: str) -> EngineOptions:
@@ -345,7 +347,7 @@ class Runtime:
         except BaseException:
             self._settled(key)
             raise
-        future.add_done_callback(lambda _f: self._settled(key))
+        future.add_done_callback(lambda f: self._settled(key, f))
         return future
 
     def _admit(self, tenant: str, engine: str, pool_bytes: int) -> tuple[str, str]:
@@ -355,6 +357,10 @@ class Runtime:
         limit = quotas.pool_bytes_per_invocation
         if limit is not None and pool_bytes > limit:
             raise quota_error(tenant, "pool_bytes_per_invocation", limit)
+        if quotas.fault_rate is not None:
+            wait = self._faults.peek(tenant)
+            if wait > 0:
+                raise quota_error(tenant, "fault_rate", quotas.fault_rate, retry_after=max(1.0, math.ceil(wait)))
         key = (engine, tenant)
         limit = quotas.concurrent_invocations
         with self._active_lock:
@@ -365,10 +371,16 @@ class Runtime:
             self._active_by_engine[key] = self._active_by_engine.get(key, 0) + 1
         return key
 
-    def _settled(self, key: tuple[str, str]) -> None:
+    def _settled(self, key: tuple[str, str], future: Future[Any] | None = None) -> None:
         with self._active_lock:
             self._active[key[1]] -= 1
             self._active_by_engine[key] -= 1
+        if future is not None and not future.cancelled():
+            error = future.exception()
+            if error is not None and outcome_of(error) in FAULT_OUTCOMES:
+                quotas = self.tenants.quotas(key[1])
+                if quotas.fault_rate is not None:  # a fault takes a token (or finds none left)
+                    self._faults.take(key[1], quotas.fault_rate, quotas.fault_burst)
 
     def active(self, tenant: str | None = None) -> int | dict[tuple[str, str], int]:
         """Admitted, unsettled invocations of ``tenant``; without one, by (engine, tenant)."""

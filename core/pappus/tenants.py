@@ -75,13 +75,20 @@ class Quotas:
     #: HTTP requests per second (token bucket refill rate) and the bucket's size (burst)
     request_rate: float | None = 1000.0
     request_burst: int | None = 2000
+    #: faults per second the tenant's invocations may cause (kernel faults, sandbox violations,
+    #: lost workers, deadlines: each costs the device a recovery) and how many at once (a token
+    #: bucket); past them the tenant's invocations are refused until the bucket refills
+    fault_rate: float | None = None
+    fault_burst: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 QUOTA_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Quotas))
-_FLOAT_QUOTAS = {"request_rate"}
+_FLOAT_QUOTAS = {"request_rate", "fault_rate"}
+#: Invocation outcomes that count against ``fault_rate``.
+FAULT_OUTCOMES = frozenset({"kernel_fault", "sandbox_violation", "worker_lost", "deadline_exceeded"})
 BUILTIN_QUOTAS = Quotas()
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import pappus
-from pappus.errors import NotFound, QuotaExceeded, ValidationError
+from pappus.errors import KernelFault, NotFound, QuotaExceeded, ValidationError
 from pappus.tenants import TenantStore
 
-from ..core.helpers import HOST_LIB, fill_config, matmul_config, sleep_config
+from ..core.helpers import HOST_LIB, fault_config, fill_config, matmul_config, sleep_config
 
 
 def runtime(tmp_path, engine="host-sequential", **quotas):
@@ -69,6 +69,37 @@ def test_pool_bytes_per_invocation(tmp_path):
             rt.invoke("big", {}, tenant="alice")
         assert (info.value.quota, info.value.limit) == ("pool_bytes_per_invocation", 4096)
         assert rt.engine().metrics.submitted == 1, "refused before it was queued"
+
+
+@pytest.mark.parametrize("engine", ["host-sequential", "host-multiprocess"])
+def test_fault_rate_throttles_a_tenant_whose_kernels_keep_faulting(tmp_path, engine):
+    """Each fault costs the device a recovery; past its burst a faulting tenant is refused (all
+    of its invocations, the honest ones too) until the bucket refills. Others are not."""
+    with runtime(tmp_path, engine, fault_rate=4.0, fault_burst=3) as rt:
+        for tenant in ("alice", "bob"):
+            rt.register_library("m", HOST_LIB, tenant=tenant)
+            rt.register_function("fault", fault_config(address=1 << 40), tenant=tenant)
+            rt.register_function("fill", fill_config(size=64), tenant=tenant)
+        for _ in range(3):
+            with pytest.raises(KernelFault):
+                rt.invoke("fault", {}, tenant="alice")
+        submitted = rt.engine().metrics.submitted
+        for name in ("fault", "fill"):
+            with pytest.raises(QuotaExceeded) as info:
+                rt.invoke(name, {}, tenant="alice")
+            assert (info.value.quota, info.value.limit, info.value.tenant) == ("fault_rate", 4.0, "alice")
+            assert info.value.http_status == 429 and info.value.retry_after >= 1
+        assert rt.engine().metrics.submitted == submitted, "refused before it was queued"
+        for _ in range(4):  # alice's faults do not count against bob
+            with pytest.raises(KernelFault):
+                rt.invoke("fault", {}, tenant="bob")
+        time.sleep(0.3)  # one token back (4 per second)
+        assert rt.invoke("fill", {}, tenant="alice")["X"] == b"\xab" * 64  # honest runs cost no token
+        assert rt.invoke("fill", {}, tenant="alice")["X"] == b"\xab" * 64
+        with pytest.raises(KernelFault):
+            rt.invoke("fault", {}, tenant="alice")
+        with pytest.raises(QuotaExceeded):
+            rt.invoke("fill", {}, tenant="alice")
 
 
 @pytest.mark.parametrize("engine", ["host-sequential", "host-multiprocess"])

@@ -19,7 +19,8 @@ examples:
   pappus tenant remove alice                    # token and alice's libraries and functions
 
 quotas: concurrent_invocations, queued_invocations, pool_bytes_per_invocation, library_bytes,
-        libraries, functions, request_rate (per second), request_burst; 'none' = unlimited.
+        libraries, functions, request_rate (per second), request_burst, fault_rate (faults per
+        second), fault_burst; 'none' = unlimited.
 Only a keyed hash of a token is stored: a lost token cannot be shown again, only rotated.
 """
 

@@ -18,8 +18,11 @@ from ..errors import FieldError, ValidationError
 from ..tenants import BUILTIN_QUOTAS, Quotas, parse_quotas
 
 #: Serving defaults, under the state directory's own defaults: one tenant cannot take more
-#: than an eighth of an engine's default queue (1024) nor hold more than 256 invocations.
-SERVE_QUOTAS: Quotas = replace(BUILTIN_QUOTAS, concurrent_invocations=256, queued_invocations=128)
+#: than an eighth of an engine's default queue (1024) nor hold more than 256 invocations, and
+#: a tenant whose kernels keep faulting is held to 2 faults a second after a burst of 30 (each
+#: fault costs the device a recovery: on an H100, 350-490 ms of the driver's time).
+SERVE_QUOTAS: Quotas = replace(BUILTIN_QUOTAS, concurrent_invocations=256, queued_invocations=128,
+                               fault_rate=2.0, fault_burst=30)
 
 
 @dataclass
