@@ -140,7 +140,9 @@ def main() -> int:
         dev_info = device.open()
         device.set_malloc_heap_limit(0)
         base = device.reserve(64 << 20)
-        pool = BufferPool(device, base, 64 << 20, scrub_before_use=not device.bounds_writes)
+        # as the engines' pools are: alternating windows, so a run need not wait for the last one's exit
+        pool = BufferPool(device, base, 64 << 20, scrub_before_use=not device.bounds_writes,
+                          alternate=device.alternate_windows)
         device.bind_pool(pool)
         module = device.load_module(LibraryImage(info_sha(data), data))
         cfg = parse_function(str(EXAMPLE / "matmul.json"), device=CPU_LIMITS)

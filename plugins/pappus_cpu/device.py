@@ -394,9 +394,9 @@ class CpuDevice(DeviceAPI):
             if sock is None:
                 self._all_gone()
                 return
-            now = time.monotonic()
+            # Reports already waiting are read first: a child past its grace may long be gone.
             first = min(e.deadline for e in waiting)
-            if first <= now or not select.select([sock], [], [], first - now)[0]:
+            if not select.select([sock], [], [], max(0.0, first - time.monotonic()))[0]:
                 self._overdue(time.monotonic())
                 continue
             rep = self._recv()

@@ -259,6 +259,32 @@ def test_a_run_is_fenced_below_its_window_too(sandbox_lib: Built) -> None:
         h.close()
 
 
+def test_a_child_that_exited_while_nobody_looked_is_not_taken_for_a_lingering_one(sandbox_lib: Built,
+                                                                                    caplog: Any) -> None:
+    """A run's child is ending until its exit report is read. When the device then sits idle
+    past the grace, the report is read before anyone is declared overdue: no kill, no warning."""
+    import logging
+    import time
+
+    from pappus.plan import Program
+    from pappus_cpu.device import EXIT_GRACE
+
+    h = Harness(bind=False)
+    try:
+        dev = h.device
+        kernel = dev.get_kernel(dev.load_module(sandbox_lib.image()), "write_at")
+        base = h.pool.base
+        program = Program((_launch(kernel, struct.pack("<Q", base), struct.pack("<q", 8)),), extent=4096)
+        with caplog.at_level(logging.WARNING, logger="pappus.cpu"):
+            for _ in range(2):
+                dev.run(program)
+                time.sleep(EXIT_GRACE + 0.15)
+                dev.memset(base, 0, 4096)  # its window: waits for the report, which is there
+        assert not [r for r in caplog.records if "did not exit" in r.getMessage()], caplog.text
+    finally:
+        h.close()
+
+
 def _launch(kernel: Any, *args: bytes) -> Any:
     from pappus.plan import Launch
 
