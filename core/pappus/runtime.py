@@ -43,7 +43,7 @@ from .interfaces import Backend
 from .kernels import LibraryInfo
 from .plugins import Plugins, get_plugins
 from .registry import FunctionRecord, LibraryRecord, Registry
-from .tenants import FAULT_OUTCOMES, RateLimiter, TenantStore, quota_error
+from .tenants import FAULT_OUTCOMES, RateLimiter, TenantStore, quota_error, retry_after
 
 DEFAULT_ENGINE = "cpu-sequential"
 MAX_LIBRARY_BYTES = 256 * 1024 * 1024
@@ -360,7 +360,8 @@ class Runtime:
         if quotas.fault_rate is not None:
             wait = self._faults.peek(tenant)
             if wait > 0:
-                raise quota_error(tenant, "fault_rate", quotas.fault_rate, retry_after=max(1.0, math.ceil(wait)))
+                raise quota_error(tenant, "fault_rate", quotas.fault_rate,
+                                  retry_after=max(1.0, math.ceil(retry_after(wait))))
         key = (engine, tenant)
         limit = quotas.concurrent_invocations
         with self._active_lock:

@@ -173,6 +173,11 @@ class TokenBucket:
         return (n - tokens) / self.rate
 
 
+def retry_after(wait: float) -> float:
+    """A refill wait (seconds, ``inf`` for a bucket that never refills) as a ``Retry-After``."""
+    return 3600.0 if math.isinf(wait) else max(0.001, wait)
+
+
 class RateLimiter:
     """One token bucket per key (tenant or client address), bounded in number (LRU)."""
 

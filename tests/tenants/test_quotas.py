@@ -102,6 +102,19 @@ def test_fault_rate_throttles_a_tenant_whose_kernels_keep_faulting(tmp_path, eng
             rt.invoke("fill", {}, tenant="alice")
 
 
+def test_a_fault_rate_of_zero_refuses_for_good_after_the_burst(tmp_path):
+    """A bucket that never refills: refused with a finite Retry-After, not a crash."""
+    with runtime(tmp_path, fault_rate=0, fault_burst=1) as rt:
+        rt.register_library("m", HOST_LIB, tenant="alice")
+        rt.register_function("fault", fault_config(address=1 << 40), tenant="alice")
+        with pytest.raises(KernelFault):
+            rt.invoke("fault", {}, tenant="alice")
+        for _ in range(2):
+            with pytest.raises(QuotaExceeded) as info:
+                rt.invoke("fault", {}, tenant="alice")
+            assert (info.value.quota, info.value.limit, info.value.retry_after) == ("fault_rate", 0, 3600)
+
+
 @pytest.mark.parametrize("engine", ["host-sequential", "host-multiprocess"])
 def test_concurrent_invocations_at_exactly_the_limit(tmp_path, engine):
     with runtime(tmp_path, engine, concurrent_invocations=3) as rt:

@@ -15,10 +15,8 @@ request rates still apply.
 
 from __future__ import annotations
 
-import math
-
 from ..errors import PappusError, Unauthorized
-from ..tenants import RateLimiter, TenantStore, quota_error
+from ..tenants import RateLimiter, TenantStore, quota_error, retry_after
 
 NO_AUTH_TENANT = "default"
 
@@ -50,7 +48,7 @@ class Authenticator:
         else:
             wait = self.failures.peek(client)
             if wait > 0:
-                raise AuthThrottled(_ceil(wait))
+                raise AuthThrottled(retry_after(wait))
             token = _bearer(authorization)
             tenant = self.tenants.authenticate(token) if token else None
             if tenant is None:
@@ -61,7 +59,7 @@ class Authenticator:
         if quotas.request_rate is not None:
             wait = self.rates.take(tenant, quotas.request_rate, quotas.request_burst)
             if wait > 0:
-                raise quota_error(tenant, "request_rate", quotas.request_rate, retry_after=_ceil(wait))
+                raise quota_error(tenant, "request_rate", quotas.request_rate, retry_after=retry_after(wait))
         return tenant
 
 
@@ -73,9 +71,3 @@ def _bearer(header: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
-
-
-def _ceil(seconds: float) -> float:
-    if math.isinf(seconds):
-        return 3600.0
-    return max(0.001, seconds)
