@@ -37,13 +37,13 @@ from .config.parser import library_name_problem, load_config_document, parse_fun
 from .config.signatures import check_function_against_libraries
 from .dispatcher import Dispatcher
 from .engine import EngineOptions, FunctionSpec, Invocation, LibraryRef
-from .engine.invocation import check_deadline, input_views, outcome_of
+from .engine.invocation import FAULT_OUTCOMES, check_deadline, input_views, outcome_of
 from .errors import BackendUnavailable, FieldError, LibraryError, NotFound, ValidationError
 from .interfaces import Backend
 from .kernels import LibraryInfo
 from .plugins import Plugins, get_plugins
 from .registry import FunctionRecord, LibraryRecord, Registry
-from .tenants import FAULT_OUTCOMES, RateLimiter, TenantStore, quota_error, retry_after
+from .tenants import RateLimiter, TenantStore, quota_error, retry_after
 
 DEFAULT_ENGINE = "cpu-sequential"
 MAX_LIBRARY_BYTES = 256 * 1024 * 1024

@@ -87,8 +87,6 @@ class Quotas:
 
 QUOTA_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Quotas))
 _FLOAT_QUOTAS = {"request_rate", "fault_rate"}
-#: Invocation outcomes that count against ``fault_rate``.
-FAULT_OUTCOMES = frozenset({"kernel_fault", "sandbox_violation", "worker_lost", "deadline_exceeded"})
 BUILTIN_QUOTAS = Quotas()
 
 

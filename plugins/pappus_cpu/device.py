@@ -34,7 +34,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -382,7 +382,7 @@ class CpuDevice(DeviceAPI):
         if self._ending:
             self._await(list(self._ending))
 
-    def _await(self, seqs: list[int]) -> None:
+    def _await(self, seqs: Iterable[int]) -> None:
         """Return once the children of runs ``seqs`` are gone (reaped and reported; their
         deferred zeroing done). One that does not exit within ``EXIT_GRACE`` of saying done is
         killed."""
@@ -683,7 +683,7 @@ class CpuDevice(DeviceAPI):
         # slot) last, and every ending child whose reach overlaps this run's, must be gone. An
         # ending child of the other parity with a disjoint window (the pool alternates windows)
         # can still be on its way out: it sees neither this run's buffers nor its command.
-        waits = [s for s, e in self._ending.items() if s & 1 == parity or (e.lo < ending.hi and ending.lo < e.hi)]
+        waits = {s for s in self._ending if s & 1 == parity} | set(self._ending_over(ending.lo, ending.hi - ending.lo))
         if waits:
             self._await(waits)
         cached = self._encoded[parity]

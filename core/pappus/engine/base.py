@@ -15,7 +15,14 @@ from ..errors import EngineClosed, OutOfMemory, PappusError
 from ..interfaces import Backend, DeviceSpec, Engine
 from ..plan import Plan
 from .executor import ExecutorConfig
-from .invocation import FunctionSpec, Invocation, InvocationRecord, input_views, outcome_of
+from .invocation import (
+    FAULT_OUTCOMES,
+    FunctionSpec,
+    Invocation,
+    InvocationRecord,
+    input_views,
+    outcome_of,
+)
 from .queue import FairQueue
 
 log = logging.getLogger("pappus.engine")
@@ -66,7 +73,7 @@ class Metrics:
         with self.lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
             self.latencies.append(now - inv.submitted)
-            if outcome in ("kernel_fault", "sandbox_violation", "worker_lost", "deadline_exceeded"):
+            if outcome in FAULT_OUTCOMES:
                 self.faults += 1
             if self.collect_records:
                 started = inv.started or now

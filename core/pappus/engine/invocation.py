@@ -176,6 +176,10 @@ class InvocationRecord:
     run_s: float
 
 
+#: Outcomes that are faults: each costs the device a recovery (engine metrics, ``fault_rate``).
+FAULT_OUTCOMES = frozenset({"kernel_fault", "sandbox_violation", "worker_lost", "deadline_exceeded"})
+
+
 def outcome_of(error: BaseException | None) -> str:
     if error is None:
         return "ok"
