@@ -226,8 +226,12 @@ def test_randomly_corrupted_libraries_are_refused_or_stay_sandboxed(rt: Any, att
 
 
 def _maps(pid: int | str = "self") -> str:
-    with open(f"/proc/{pid}/maps") as fh:
-        return fh.read()
+    """The process's mappings; none for one that ended since it was listed (a sandbox child)."""
+    try:
+        with open(f"/proc/{pid}/maps") as fh:
+            return fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def _tenant_mappings(maps: str, *needles: str) -> list[str]:

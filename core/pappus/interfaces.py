@@ -83,6 +83,12 @@ class DeviceAPI(abc.ABC):
     #: is gone. 0: runs are over when ``run`` returns.
     alternate_windows: int = 0
 
+    #: True when :meth:`abort` makes a :meth:`run` in progress return (raise) within moments,
+    #: whatever its kernel does (the CPU backend kills the sandbox process running it). The
+    #: sequential engine then runs an invocation on its caller's own thread when it is idle,
+    #: sparing two thread hand-offs: a kernel hung past its deadline cannot keep that thread.
+    abort_ends_run: bool = False
+
     @abc.abstractmethod
     def open(self) -> DeviceInfo:
         """Attach to the device; called once before anything else, in the process that uses it."""
@@ -207,6 +213,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def submit(self, invocation: Any) -> Any:
         """Queue an invocation; return a future."""
+
+    def call(self, invocation: Any) -> Any:
+        """Start an invocation whose caller waits for it; return a future. Engines may run it
+        on the calling thread when idle; by default it is queued like :meth:`submit`."""
+        return self.submit(invocation)
 
     @abc.abstractmethod
     def close(self, drain: bool = True, timeout: float | None = None) -> None: ...

@@ -330,6 +330,12 @@ class Runtime:
         ``deadline`` (seconds) must be finite, positive and at most ``limits.max_deadline``
         (24 h by default), else ``InvalidInput`` on ``deadline``.
         """
+        return self._start(name, inputs, tenant, deadline, engine, waited_for=False)
+
+    def _start(self, name: str, inputs: Mapping[str, Any], tenant: str, deadline: float | None,
+               engine: str | None, waited_for: bool) -> Future[dict[str, bytes]]:
+        """Admit an invocation and hand it to its engine: queued, or (``waited_for``: the calling
+        thread waits for it anyway) run on this thread when the engine is idle (``Engine.call``)."""
         spec = self.function_spec(name, tenant)
         if deadline is not None:
             deadline = check_deadline(deadline, self.limits.max_deadline)
@@ -343,7 +349,7 @@ class Runtime:
             invocation.resolution = chosen.plan_for(spec).resolve(inputs)
         key = self._admit(tenant, chosen.name, invocation.resolution.top)
         try:
-            future = chosen.submit(invocation)
+            future = chosen.call(invocation) if waited_for else chosen.submit(invocation)
         except BaseException:
             self._settled(key)
             raise
@@ -393,7 +399,7 @@ class Runtime:
     def invoke(self, name: str, inputs: Mapping[str, Any], *, tenant: str = "default",
                deadline: float | None = None, engine: str | None = None) -> dict[str, bytes]:
         """Run a function and wait: ``{"B": b"..."}``; raises pappus errors."""
-        return self.invoke_async(name, inputs, tenant=tenant, deadline=deadline, engine=engine).result()
+        return self._start(name, inputs, tenant, deadline, engine, waited_for=True).result()
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -113,6 +113,7 @@ class CpuDevice(DeviceAPI):
 
     bounds_writes = True
     alternate_windows = mmap.PAGESIZE  # each child is fenced to the pages of its window
+    abort_ends_run = True  # abort kills the sandbox child, so run raises at once
 
     def __init__(self, memory_bytes: int | None = None, fiber_stack_bytes: int = DEFAULT_FIBER_STACK,
                  max_block_threads: int = CPU_LIMITS.max_block_threads, guarded_stacks: int = DEFAULT_GUARDED_STACKS,

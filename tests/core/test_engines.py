@@ -198,10 +198,144 @@ def test_idle_worker_death_is_noticed_and_costs_no_invocation(tmp_path):
         engine = rt.engine()
         check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
         old = {kill_worker(engine, i, signal.SIGKILL) for i in range(2)}  # both die while idle
-        for _ in range(6):  # none of these may fail: they were never started on a dead worker
-            check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        for _ in range(3):  # none of these may fail: they were never started on a dead worker
+            check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)  # run on this thread
+            check_mm(rt.invoke_async("mm", {"A": A.tobytes()}).result(), A)  # queued
+        end = time.monotonic() + 10  # a worker nobody used since is noticed by its idle check
+        while engine.metrics.respawns < 2 and time.monotonic() < end:
+            time.sleep(0.01)
         assert engine.metrics.respawns >= 2
         assert not old & {s.pid for s in engine.slots}
+    finally:
+        rt.close()
+
+
+def _settling_thread(engine, rt, name, inputs, how):
+    """Start ``name`` through ``engine.call`` or ``engine.submit``; return (future, list that
+    receives the id of the thread that settled it)."""
+    from pappus.engine import Invocation
+
+    inv = Invocation(rt.function_spec(name), inputs, 30.0, "default")
+    settled_by: list[int] = []
+    inv.future.add_done_callback(lambda _f: settled_by.append(threading.get_ident()))
+    return getattr(engine, how)(inv), settled_by
+
+
+def test_a_waiting_caller_runs_its_invocation_on_its_own_thread_when_a_worker_is_idle(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=2)
+    try:
+        engine = rt.engine()
+        fut, settled_by = _settling_thread(engine, rt, "mm", {"A": A.tobytes()}, "call")
+        assert fut.done() and settled_by == [threading.get_ident()]  # no hand-off to a supervisor thread
+        check_mm(fut.result(), A)
+        fut, settled_by = _settling_thread(engine, rt, "mm", {"A": A.tobytes()}, "submit")
+        check_mm(fut.result(timeout=30), A)
+        assert settled_by and settled_by != [threading.get_ident()]  # queued: a supervisor thread ran it
+        assert engine.metrics.submitted == 2
+    finally:
+        rt.close()
+
+
+def test_the_sequential_engine_keeps_a_device_whose_abort_cannot_end_a_run_on_its_own_thread(tmp_path):
+    """The host device cannot stop a running kernel (``abort_ends_run`` False): a caller's thread
+    running it could be kept past the deadline, so the engine thread runs it, as queued."""
+    rt = make_runtime(tmp_path, "host-sequential")
+    try:
+        engine = rt.engine()
+        rt.invoke("nap", {})
+        assert not engine.executor.device.abort_ends_run
+        fut, settled_by = _settling_thread(engine, rt, "mm", {"A": A.tobytes()}, "call")
+        check_mm(fut.result(timeout=30), A)
+        assert settled_by and settled_by != [threading.get_ident()]
+    finally:
+        rt.close()
+
+
+def test_a_waiting_caller_queues_when_every_worker_is_busy(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=2)
+    rt.register_function("slow", sleep_config(400))
+    try:
+        engine = rt.engine()
+        busy = [rt.invoke_async("slow", {}) for _ in range(2)]
+        end = time.monotonic() + 20
+        while not all(s.current for s in engine.slots):
+            assert time.monotonic() < end, "the slow invocations never started"
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        fut, settled_by = _settling_thread(engine, rt, "mm", {"A": A.tobytes()}, "call")
+        assert time.monotonic() - t0 < 0.3 and not fut.done(), "call must queue, not wait for a worker"
+        check_mm(fut.result(timeout=30), A)
+        assert settled_by != [threading.get_ident()]
+        wait(busy, timeout=30)
+    finally:
+        rt.close()
+
+
+def test_callers_on_their_own_threads_do_not_starve_the_queue(tmp_path):
+    """One caller invoking back to back on a one-worker engine finds it idle between its own
+    invocations; queued work must still get the worker as soon as the one running ends."""
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
+    try:
+        rt.invoke("nap", {})
+        done = 0
+        stop = threading.Event()
+
+        def caller() -> None:
+            nonlocal done
+            while not stop.is_set() and done < 100:
+                rt.invoke("nap", {})  # 20 ms each
+                done += 1
+
+        t = threading.Thread(target=caller)
+        t.start()
+        try:
+            time.sleep(0.1)
+            queued = rt.invoke_async("mm", {"A": A.tobytes()})
+            at = done
+            check_mm(queued.result(timeout=30), A)
+            assert done - at <= 2, f"the queued invocation waited for {done - at} of the caller's invocations"
+        finally:
+            stop.set()
+            t.join(30)
+    finally:
+        rt.close()
+
+
+def test_past_its_deadline_a_callers_worker_is_not_reused_until_dealt_with(tmp_path):
+    """The caller learns at the deadline; the worker, still running the hung kernel, goes to
+    its supervisor thread, and the next invocation must not take its stale answer for its own."""
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
+    try:
+        engine = rt.engine()
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            rt.invoke("sleep", {}, deadline=0.2)  # the kernel sleeps 1.5 s and cannot be aborted
+        assert time.monotonic() - t0 < 1.0, "the caller must learn at the deadline, not after the grace"
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}, deadline=30), A)
+        assert engine.metrics.respawns == 0  # the worker answered within the grace and stays
+        assert rt.invoke("fill", {})["X"] == b"\xab" * 4096
+    finally:
+        rt.close()
+
+
+def test_a_caller_interrupted_mid_invocation_leaves_a_working_engine(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
+    try:
+        engine = rt.engine()
+        rt.invoke("nap", {})
+        main = threading.get_ident()
+        timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                rt.invoke("sleep", {}, deadline=30)
+        finally:
+            timer.join()
+            signal.signal(signal.SIGINT, previous)
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}, deadline=30), A)  # on the respawned worker
+        assert engine.metrics.respawns == 1
+        assert engine.metrics.outcomes.get("worker_lost") == 1
     finally:
         rt.close()
 

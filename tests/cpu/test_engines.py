@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,9 +53,26 @@ def test_invoke_matmul(runtime: pappus.Runtime) -> None:
         check_matmul(runtime, seed)
 
 
+def test_a_waiting_caller_runs_its_invocation_on_its_own_thread(runtime: pappus.Runtime) -> None:
+    """Both engines run ``invoke`` on the caller's thread when idle: the CPU device's abort
+    ends a run at once (``abort_ends_run``), so a hung kernel cannot keep that thread."""
+    from pappus.engine import Invocation
+
+    engine = runtime.engine()
+    a = np.arange(128 * 128, dtype=np.int64).reshape(128, 128) % 7
+    inv = Invocation(runtime.function_spec("matmul"), {"A": a.tobytes()}, 30.0, "default")
+    settled_by: list[int] = []
+    inv.future.add_done_callback(lambda _f: settled_by.append(threading.get_ident()))
+    fut = engine.call(inv)
+    assert fut.done() and settled_by == [threading.get_ident()]
+    assert np.array_equal(np.frombuffer(fut.result()["B"], dtype=np.int64).reshape(128, 128), a @ a.T)
+
+
 def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Runtime) -> None:
+    t0 = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        runtime.invoke("spin", {}, deadline=0.5)
+        runtime.invoke("spin", {}, deadline=0.5)  # run on this thread: the abort must free it
+    assert time.monotonic() - t0 < 1.5
     check_matmul(runtime, 10)
 
 

@@ -40,6 +40,7 @@ log = logging.getLogger("pappus.engine")
 START_TIMEOUT = 120.0  # a first start may compile a device runtime
 IDLE_CHECK = 0.05  # how often an idle supervisor thread checks that its worker is alive
 HEADER_BYTES = 64  # start of each arena: the sequence number of the run the worker last picked up
+_HANDED_OVER = "handed over"  # an _attempt cause: the supervisor thread finishes with the worker
 _FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGTRAP}
 
 def _signal_name(code: int | None) -> str | None:
@@ -76,6 +77,16 @@ class _Worker:
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
         self.seq = 0
+        #: Held by whoever drives this worker: its supervisor thread, or a caller running an
+        #: invocation on its own thread (``MultiprocessEngine.call``) while the worker is idle.
+        self.lock = threading.Lock()
+        #: Set while the supervisor thread holds an invocation from the queue and waits for
+        #: the lock: callers leave the worker to it (a lock is not fair; they could starve it).
+        self.wanted = False
+        #: An invocation a caller's thread gave up on at its deadline, with its arena context:
+        #: its worker may still run it, so nobody else may use the worker until the supervisor
+        #: thread has dealt with it (grace, kill, respawn) under the lock.
+        self.handed_over: tuple[Invocation, ArenaContext] | None = None
 
     @property
     def alive(self) -> bool:
@@ -175,25 +186,31 @@ class MultiprocessEngine(EngineBase):
     # --- supervisor thread per worker --------------------------------------------------------
 
     def _slot_main(self, slot: _Worker) -> None:
-        try:
-            slot.spawn()
-        except BaseException as exc:
-            log.warning("engine %s: worker %d failed to start", self.name, slot.index, exc_info=True)
-            err = exc if isinstance(exc, PappusError) else DeviceError(f"worker failed to start: {exc!r}")
-            self.start_error = err
-            self.started.set()
-            self.mark_unhealthy(str(err))
-            return
+        with slot.lock:
+            try:
+                slot.spawn()
+            except BaseException as exc:
+                log.warning("engine %s: worker %d failed to start", self.name, slot.index, exc_info=True)
+                err = exc if isinstance(exc, PappusError) else DeviceError(f"worker failed to start: {exc!r}")
+                self.start_error = err
+                self.started.set()
+                self.mark_unhealthy(str(err))
+                return
         with self._start_lock:
             self._started_count += 1
             if self._started_count == len(self.slots):
                 self.started.set()
         failures = 0
         while True:
+            if slot.handed_over is not None:
+                with slot.lock:
+                    self._after_handover(slot)
             if not slot.alive:
                 if self.queue.closed and not len(self.queue):
                     break
-                if not self._respawn(slot, "previous worker ended"):
+                with slot.lock:
+                    respawned = slot.alive or self._respawn(slot, "previous worker ended")
+                if not respawned:
                     failures += 1
                     if failures >= 5:
                         self.mark_unhealthy(f"worker {slot.index} cannot be respawned")
@@ -205,19 +222,54 @@ class MultiprocessEngine(EngineBase):
             if inv is None:
                 if self.queue.closed and not len(self.queue):
                     break
-                if slot.conn is not None and slot.conn.poll(0):  # an idle worker said something: it died
-                    slot.kill()
-                    self._respawn(slot, "worker died while idle")
+                if slot.lock.acquire(blocking=False):  # else a caller drives it: it is not idle
+                    try:
+                        self._after_handover(slot)
+                        if slot.conn is not None and slot.conn.poll(0):  # an idle worker spoke: it died
+                            slot.kill()
+                            self._respawn(slot, "worker died while idle")
+                    finally:
+                        slot.lock.release()
                 continue
             if not inv.future.set_running_or_notify_cancel():
                 continue
+            slot.wanted = True
+            with slot.lock:
+                slot.wanted = False
+                self._after_handover(slot)
+                self._drive(slot, inv)
+        with slot.lock:
+            self._after_handover(slot)
+            slot.stop()
+
+    def _run_here(self, invocation: Invocation) -> bool:
+        for slot in self.slots:
+            if slot.wanted or not slot.alive or not slot.lock.acquire(blocking=False):
+                continue
             try:
-                self._run(slot, inv)
-            except Exception as exc:  # never let an invocation go unsettled, nor this thread die
-                log.exception("engine %s: internal error running %s", self.name, inv.id)
-                self.finish(inv, None, DeviceError(f"internal error: {type(exc).__name__}: {exc}"))
-                slot.kill()  # its state is unknown: the loop above respawns it
-        slot.stop()
+                if not slot.alive or slot.wanted or slot.handed_over is not None or self.queue.closed:
+                    continue
+                self._count_submitted()
+                if invocation.future.set_running_or_notify_cancel():
+                    self._drive(slot, invocation, here=True)
+                return True
+            finally:
+                slot.lock.release()
+        return False
+
+    def _drive(self, slot: _Worker, inv: Invocation, here: bool = False) -> None:
+        """Run ``inv`` on ``slot`` (whose lock the caller holds) and settle it, whatever happens."""
+        try:
+            self._run(slot, inv, here)
+        except Exception as exc:  # never let an invocation go unsettled, nor the thread die
+            log.exception("engine %s: internal error running %s", self.name, inv.id)
+            self.finish(inv, None, DeviceError(f"internal error: {type(exc).__name__}: {exc}"))
+            slot.kill()  # its state is unknown: the supervisor loop respawns it
+        except BaseException:  # a caller's thread interrupted (KeyboardInterrupt) mid-invocation
+            self.finish(inv, None, WorkerLost(f"the caller was interrupted while worker {slot.index} ran "
+                                              f"{inv.function.name!r}", worker=slot.index, invocation=inv.id))
+            slot.kill()
+            raise
 
     def _respawn(self, slot: _Worker, cause: str) -> bool:
         t0 = time.monotonic()
@@ -236,11 +288,15 @@ class MultiprocessEngine(EngineBase):
                              seconds=seconds)
         return True
 
-    def _run(self, slot: _Worker, inv: Invocation) -> None:
+    def _run(self, slot: _Worker, inv: Invocation, here: bool = False) -> None:
         inv.started = time.monotonic()
         deadline_at = inv.submitted + inv.deadline
         if inv.started >= deadline_at:
             self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+            return
+        if not slot.alive and not self._respawn(slot, "previous worker ended"):  # ended by a caller's thread
+            self.finish(inv, None, WorkerLost(f"worker {slot.index} could not be restarted", worker=slot.index,
+                                              invocation=inv.id))
             return
         with self.metrics.lock:
             self.metrics.in_flight += 1
@@ -250,23 +306,25 @@ class MultiprocessEngine(EngineBase):
             for attempt in (1, 2):
                 if ctx is not None:
                     ctx.release()
-                outputs, error, cause, started, ctx = self._attempt(slot, inv, deadline_at)
+                outputs, error, cause, started, ctx = self._attempt(slot, inv, deadline_at, here)
+                if cause == _HANDED_OVER:
+                    slot.handed_over = (inv, ctx)
+                    self.queue.wake()  # the supervisor thread takes over the worker now
+                    return
                 if not cause:
                     break
-                slot.kill()
-                if attempt == 1 and not started and not cause.startswith("internal"):
-                    # The worker died before it picked this invocation up: the replacement runs it.
-                    if self._respawn(slot, cause):
-                        continue
-                elif not self.queue.closed or len(self.queue):
-                    self._respawn(slot, cause)
-                break
+                # A worker that died before it picked this invocation up: its replacement runs it.
+                retry = attempt == 1 and not started and not cause.startswith("internal")
+                self._replace(slot, cause, even_if_closing=retry)
+                if not (retry and slot.alive):
+                    break
         except BaseException:
             if ctx is not None:
                 ctx.release()
             raise
         finally:
-            slot.current = None
+            if slot.handed_over is None:
+                slot.current = None
             with self.metrics.lock:
                 self.metrics.in_flight -= 1
         try:
@@ -275,10 +333,17 @@ class MultiprocessEngine(EngineBase):
             assert ctx is not None  # the loop ran at least once
             ctx.release()  # zeroing the arena once the caller has its outputs, before its reuse
 
-    def _attempt(self, slot: _Worker, inv: Invocation, deadline_at: float
+    def _replace(self, slot: _Worker, cause: str, even_if_closing: bool = False) -> None:
+        """Kill the worker and start its replacement (unless the engine is draining away)."""
+        slot.kill()
+        if even_if_closing or not self.queue.closed or len(self.queue):
+            self._respawn(slot, cause)
+
+    def _attempt(self, slot: _Worker, inv: Invocation, deadline_at: float, here: bool = False
                  ) -> tuple[dict[str, bytes] | None, BaseException | None, str, bool, ArenaContext]:
         """One try on one worker: (outputs, error, why the worker must go, whether it started,
-        the arena context, which the caller releases)."""
+        the arena context, which the caller releases). On a caller's thread (``here``) the
+        wait past the deadline is left to the supervisor thread (cause ``_HANDED_OVER``)."""
         assert slot.arena is not None and slot.conn is not None
         ctx = ArenaContext(slot.arena, HEADER_BYTES)
         slot.seq += 1
@@ -303,10 +368,7 @@ class MultiprocessEngine(EngineBase):
                 # if the worker does not answer within the grace, it is killed and replaced.
                 error = DeadlineExceeded(inv.deadline, invocation=inv.id)
                 self.finish(inv, None, error)
-                if slot.conn.poll(self.options.abort_grace):
-                    _, _, cause = self._receive(slot, inv, ctx)
-                else:
-                    cause = "deadline"
+                cause = _HANDED_OVER if here else self._after_deadline(slot, inv, ctx)
         except PappusError as exc:
             error = exc
         except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
@@ -317,6 +379,35 @@ class MultiprocessEngine(EngineBase):
             cause = f"internal error: {type(exc).__name__}"
         started = struct.unpack_from("<Q", slot.arena.view, 0)[0] == seq
         return outputs, error, cause, started, ctx
+
+    def _after_deadline(self, slot: _Worker, inv: Invocation, ctx: ArenaContext) -> str:
+        """After an invocation's deadline: give the worker ``abort_grace`` to answer (its
+        watchdog aborts the device); returns why it must be replaced, "" if it recovered."""
+        assert slot.conn is not None
+        try:
+            if slot.conn.poll(self.options.abort_grace):
+                return self._receive(slot, inv, ctx)[2]
+        except (OSError, EOFError, ValueError) as exc:
+            return f"pipe: {exc}"
+        return "deadline"
+
+    def _after_handover(self, slot: _Worker) -> None:
+        """The supervisor thread's part (under the lock) of an invocation a caller's thread
+        gave up on at its deadline, if any: the grace, then the worker's replacement if needed."""
+        if slot.handed_over is None:
+            return
+        inv, ctx = slot.handed_over
+        try:
+            cause = self._after_deadline(slot, inv, ctx)
+            if cause:
+                self._replace(slot, cause)
+        except Exception:
+            log.exception("engine %s: internal error after the deadline of %s", self.name, inv.id)
+            slot.kill()
+        finally:
+            ctx.release()
+            slot.current = None
+            slot.handed_over = None
 
     def _receive(self, slot: _Worker, inv: Invocation,
                  ctx: ArenaContext) -> tuple[dict[str, bytes] | None, BaseException | None, str]:

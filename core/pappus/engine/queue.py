@@ -44,6 +44,7 @@ class FairQueue(Generic[T]):
         self._credit: dict[str, int] = {}
         self._size = 0
         self._closed = False
+        self._wakes = 0  # bumped by wake(): getters waiting then return None
         self._cond = threading.Condition(threading.Lock())
 
     def __len__(self) -> int:
@@ -82,11 +83,12 @@ class FairQueue(Generic[T]):
             self._cond.notify()
 
     def get(self, timeout: float | None = None) -> T | None:
-        """Next item in fair order; None when closed and empty, or on timeout."""
+        """Next item in fair order; None when closed and empty, on timeout, or on :meth:`wake`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            wakes = self._wakes
             while not self._size:
-                if self._closed:
+                if self._closed or self._wakes != wakes:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -127,6 +129,13 @@ class FairQueue(Generic[T]):
             self._size = 0
             self._cond.notify_all()
             return left
+
+    def wake(self) -> None:
+        """Wake every thread waiting in :meth:`get` (it returns None if there is still nothing):
+        for consumers that have something other than the queue to look at."""
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
 
     def mark_closed(self) -> None:
         """Refuse new work but let workers drain what is queued."""
