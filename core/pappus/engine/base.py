@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,49 @@ class Metrics:
         }
 
 
+class DriverLock:
+    """Who drives one executor or worker now: its engine (or supervisor) thread, or a caller
+    running an invocation on its own thread (:meth:`EngineBase.call`) while it is idle.
+
+    Callers only try (:meth:`try_acquire`); the engine thread waits for its turn
+    (:meth:`engine_turn`), and while it waits, holding queued work, callers leave the driver to
+    it: a lock is not fair, and callers invoking back to back could starve the queue. Used as a
+    context manager it is a plain lock, for the engine thread's own upkeep (start, respawn).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted = False
+
+    def try_acquire(self) -> bool:
+        """For a caller: True (holding the lock) if nobody drives now and the engine thread
+        does not want to."""
+        if self._wanted or not self._lock.acquire(blocking=False):
+            return False
+        if self._wanted:  # the engine thread began to wait meanwhile: its turn
+            self._lock.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
+    @contextmanager
+    def engine_turn(self) -> Iterator[None]:
+        """For the engine thread with queued work: wait for the driver, callers standing aside."""
+        self._wanted = True
+        with self._lock:
+            self._wanted = False
+            yield
+
+    def __enter__(self) -> DriverLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class EngineBase(Engine):
     """Admission and settling shared by the sequential and multiprocess engines."""
 
@@ -132,9 +176,7 @@ class EngineBase(Engine):
 
     def submit(self, invocation: Invocation) -> Future[dict[str, bytes]]:
         self._accept(invocation)
-        self.queue.put(invocation)
-        self._count_submitted()
-        return invocation.future
+        return self._enqueue(invocation)
 
     def call(self, invocation: Invocation) -> Future[dict[str, bytes]]:
         """Run an invocation for a caller that waits for it: on the calling thread when the
@@ -145,6 +187,9 @@ class EngineBase(Engine):
         self._accept(invocation)
         if not len(self.queue) and self._run_here(invocation):
             return invocation.future
+        return self._enqueue(invocation)
+
+    def _enqueue(self, invocation: Invocation) -> Future[dict[str, bytes]]:
         self.queue.put(invocation)
         self._count_submitted()
         return invocation.future

@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..interfaces import Backend
 from ..memory import ArenaContext, SharedArena
-from .base import EngineBase, EngineOptions
+from .base import DriverLock, EngineBase, EngineOptions
 from .invocation import MAX_WAIT, Invocation, wait_for
 from .zygote import Zygote
 
@@ -77,15 +77,10 @@ class _Worker:
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
         self.seq = 0
-        #: Held by whoever drives this worker: its supervisor thread, or a caller running an
-        #: invocation on its own thread (``MultiprocessEngine.call``) while the worker is idle.
-        self.lock = threading.Lock()
-        #: Set while the supervisor thread holds an invocation from the queue and waits for
-        #: the lock: callers leave the worker to it (a lock is not fair; they could starve it).
-        self.wanted = False
+        self.driver = DriverLock()  # its supervisor thread, or a caller while the worker is idle
         #: An invocation a caller's thread gave up on at its deadline, with its arena context:
         #: its worker may still run it, so nobody else may use the worker until the supervisor
-        #: thread has dealt with it (grace, kill, respawn) under the lock.
+        #: thread has dealt with it (grace, kill, respawn) as its driver.
         self.handed_over: tuple[Invocation, ArenaContext] | None = None
 
     @property
@@ -186,7 +181,7 @@ class MultiprocessEngine(EngineBase):
     # --- supervisor thread per worker --------------------------------------------------------
 
     def _slot_main(self, slot: _Worker) -> None:
-        with slot.lock:
+        with slot.driver:
             try:
                 slot.spawn()
             except BaseException as exc:
@@ -203,12 +198,12 @@ class MultiprocessEngine(EngineBase):
         failures = 0
         while True:
             if slot.handed_over is not None:
-                with slot.lock:
+                with slot.driver:
                     self._after_handover(slot)
             if not slot.alive:
                 if self.queue.closed and not len(self.queue):
                     break
-                with slot.lock:
+                with slot.driver:
                     respawned = slot.alive or self._respawn(slot, "previous worker ended")
                 if not respawned:
                     failures += 1
@@ -222,43 +217,41 @@ class MultiprocessEngine(EngineBase):
             if inv is None:
                 if self.queue.closed and not len(self.queue):
                     break
-                if slot.lock.acquire(blocking=False):  # else a caller drives it: it is not idle
+                if slot.driver.try_acquire():  # else a caller drives it: it is not idle
                     try:
                         self._after_handover(slot)
                         if slot.conn is not None and slot.conn.poll(0):  # an idle worker spoke: it died
                             slot.kill()
                             self._respawn(slot, "worker died while idle")
                     finally:
-                        slot.lock.release()
+                        slot.driver.release()
                 continue
             if not inv.future.set_running_or_notify_cancel():
                 continue
-            slot.wanted = True
-            with slot.lock:
-                slot.wanted = False
+            with slot.driver.engine_turn():
                 self._after_handover(slot)
                 self._drive(slot, inv)
-        with slot.lock:
+        with slot.driver:
             self._after_handover(slot)
             slot.stop()
 
     def _run_here(self, invocation: Invocation) -> bool:
         for slot in self.slots:
-            if slot.wanted or not slot.alive or not slot.lock.acquire(blocking=False):
+            if not slot.alive or not slot.driver.try_acquire():
                 continue
             try:
-                if not slot.alive or slot.wanted or slot.handed_over is not None or self.queue.closed:
+                if not slot.alive or slot.handed_over is not None or self.queue.closed:
                     continue
                 self._count_submitted()
                 if invocation.future.set_running_or_notify_cancel():
                     self._drive(slot, invocation, here=True)
                 return True
             finally:
-                slot.lock.release()
+                slot.driver.release()
         return False
 
     def _drive(self, slot: _Worker, inv: Invocation, here: bool = False) -> None:
-        """Run ``inv`` on ``slot`` (whose lock the caller holds) and settle it, whatever happens."""
+        """Run ``inv`` on ``slot`` (whose driver the caller holds) and settle it, whatever happens."""
         try:
             self._run(slot, inv, here)
         except Exception as exc:  # never let an invocation go unsettled, nor the thread die
@@ -392,7 +385,7 @@ class MultiprocessEngine(EngineBase):
         return "deadline"
 
     def _after_handover(self, slot: _Worker) -> None:
-        """The supervisor thread's part (under the lock) of an invocation a caller's thread
+        """The supervisor thread's part (as the worker's driver) of an invocation a caller's thread
         gave up on at its deadline, if any: the grace, then the worker's replacement if needed."""
         if slot.handed_over is None:
             return

@@ -15,7 +15,7 @@ import time
 
 from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
 from ..interfaces import Backend
-from .base import EngineBase, EngineOptions
+from .base import DriverLock, EngineBase, EngineOptions
 from .executor import Executor
 from .invocation import Invocation, wait_for
 
@@ -33,12 +33,7 @@ class SequentialEngine(EngineBase):
         self._timed_out: set[str] = set()
         self._watch = threading.Condition()
         self._watch_until: float | None = None  # when the watchdog wakes by itself (None: never)
-        #: Held by whoever drives the executor: the engine thread, or a caller running an
-        #: invocation on its own thread (``call``) while the engine is idle.
-        self._driving = threading.Lock()
-        #: Set while the engine thread holds an invocation from the queue and waits for the
-        #: lock: callers leave the device to it (a lock is not fair; they could starve it).
-        self._wanted = False
+        self._driver = DriverLock()  # the engine thread, or a caller while the engine is idle
         self._thread = threading.Thread(target=self._main, name=f"pappus-{self.name}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_main, name=f"pappus-{self.name}-watchdog", daemon=True)
         self._thread.start()
@@ -69,35 +64,31 @@ class SequentialEngine(EngineBase):
                 break
             if not inv.future.set_running_or_notify_cancel():
                 continue
-            self._wanted = True
-            with self._driving:
-                self._wanted = False
+            with self._driver.engine_turn():
                 self._drive(inv)
             if not self.healthy and not self._closed:
                 break
-        with self._driving:
+        with self._driver:
             self.executor.close()
 
     def _run_here(self, invocation: Invocation) -> bool:
         # Only where an abort ends a run at once: a kernel hung past its deadline must not keep
         # the caller's thread (the engine thread it would otherwise keep is replaced instead).
         device = self.executor.device
-        if device is None or not device.abort_ends_run or self._wanted:
-            return False
-        if not self._driving.acquire(blocking=False):
+        if device is None or not device.abort_ends_run or not self._driver.try_acquire():
             return False
         try:
-            if self._wanted or self.queue.closed or not self.healthy or self.executor.device is not device:
+            if self.queue.closed or not self.healthy or self.executor.device is not device:
                 return False
             self._count_submitted()
             if invocation.future.set_running_or_notify_cancel():
                 self._drive(invocation)
             return True
         finally:
-            self._driving.release()
+            self._driver.release()
 
     def _drive(self, inv: Invocation) -> None:
-        """Run ``inv`` (the caller holds ``_driving``) and settle it, whatever happens."""
+        """Run ``inv`` (the caller holds ``_driver``) and settle it, whatever happens."""
         try:
             self._run(inv)
         except Exception as exc:  # never let an invocation go unsettled, nor the engine thread die
@@ -105,8 +96,6 @@ class SequentialEngine(EngineBase):
             self.finish(inv, None, DeviceError(f"internal error: {type(exc).__name__}: {exc}"))
         except BaseException:  # a caller's thread interrupted (KeyboardInterrupt) mid-invocation
             self.finish(inv, None, DeviceError(f"the caller was interrupted while {inv.function.name!r} ran"))
-            with self._watch:
-                self._current = self._deadline_at = None
             self._replace_device()  # what the device was doing is unknown
             raise
 
