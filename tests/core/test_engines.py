@@ -318,6 +318,27 @@ def test_past_its_deadline_a_callers_worker_is_not_reused_until_dealt_with(tmp_p
         rt.close()
 
 
+def test_a_worker_handed_over_at_a_deadline_is_skipped_by_the_next_caller(tmp_path):
+    """Between a caller giving up at its deadline and the supervisor thread taking the worker
+    back, the worker still runs the hung kernel: a caller must not drive it meanwhile. The
+    supervisor thread's wake-up is held back (it still looks every IDLE_CHECK seconds), so the
+    next invocation arrives inside that window."""
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
+    try:
+        engine = rt.engine()
+        engine.queue.wake = lambda: None  # the supervisor thread notices the handover by itself
+        with pytest.raises(DeadlineExceeded):
+            rt.invoke("sleep", {}, deadline=0.2)  # the kernel sleeps 1.5 s and cannot be aborted
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}, deadline=30), A)
+        assert engine.metrics.outcomes == {"deadline_exceeded": 1, "ok": 1}
+        # The worker answered the hung invocation within the grace and stays. A caller that had
+        # driven it would have read that stale answer as its own and had the worker replaced
+        # (its invocation then retried on the replacement, so the outcomes alone cannot tell).
+        assert engine.metrics.respawns == 0
+    finally:
+        rt.close()
+
+
 def test_a_caller_interrupted_mid_invocation_leaves_a_working_engine(tmp_path):
     rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
     try:

@@ -125,6 +125,11 @@ class DriverLock:
     def release(self) -> None:
         self._lock.release()
 
+    @property
+    def engine_waiting(self) -> bool:
+        """Whether the engine thread waits for its turn (callers then stand aside)."""
+        return self._wanted
+
     @contextmanager
     def engine_turn(self) -> Iterator[None]:
         """For the engine thread with queued work: wait for the driver, callers standing aside."""
