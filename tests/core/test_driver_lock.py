@@ -9,16 +9,10 @@ even at an instant when the lock itself is free.
 from __future__ import annotations
 
 import threading
-import time
 
 from pappus.engine.base import DriverLock
 
-
-def _wait_until(predicate, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.001)
+from ..cluster.helpers import wait_for
 
 
 def test_a_caller_drives_an_idle_driver_and_no_second_one_joins_it():
@@ -43,10 +37,10 @@ def test_callers_stand_aside_while_the_engine_thread_waits_for_its_turn():
 
     thread = threading.Thread(target=engine, daemon=True)  # a failure here must not hang the run
     thread.start()
-    _wait_until(lambda: lock.engine_waiting)
+    wait_for(lambda: lock.engine_waiting, 5, "the engine thread to wait for its turn")
     lock.release()  # the caller is done; the engine thread may not have woken yet
     assert not lock.try_acquire(), "a caller took the driver from the engine thread that waits for it"
-    _wait_until(lambda: order == ["engine"])
+    wait_for(lambda: order == ["engine"], 5, "the engine thread to drive")
     assert not lock.engine_waiting
     assert not lock.try_acquire()  # the engine thread drives now
     engine_may_finish.set()
