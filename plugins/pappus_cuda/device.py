@@ -160,8 +160,9 @@ class CudaDevice(DeviceAPI):
     cuda.core do; ``"own"`` creates a private context), ``heap_limit`` (device malloc heap, default
     0), ``arch`` (override the sm_XX used to pick fatbin entries), ``launch_params``
     (``"pointers"``: kernelParams, the default; ``"buffer"``: one packed buffer through ``extra``),
-    ``allow_writable_globals`` (default False), ``scrub_on_chip`` (default True: clear shared and
-    local memory after kernels that used them, see ``onchip.py``).
+    ``allow_writable_globals`` (default False), ``scrub_on_chip`` (default True: clear the registers
+    after every invocation, and shared and local memory after kernels that used them, see
+    ``onchip.py``).
     """
 
     bounds_writes = False  # a GPU kernel can write anywhere in its context
@@ -185,6 +186,7 @@ class CudaDevice(DeviceAPI):
         self._scrubber: Any = None  # onchip.OnChipScrubber of the current context, made on first use
         self._dirty_shared = False  # a kernel since the last scrub used shared memory
         self._dirty_local = 0  # the largest local frame (bytes per thread) used since the last scrub
+        self._dirty_registers = False  # a kernel ran since the last scrub (every kernel uses registers)
         self._driver = _driver
         self._local = threading.local()
         self._generation = 0
@@ -358,8 +360,8 @@ class CudaDevice(DeviceAPI):
         if nbytes <= 0:
             raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="cuMemAlloc", status="bad_size")
         base = self._allocate_pool(int(nbytes))
-        if self.scrub_on_chip:  # what an earlier context left on the chip: shared memory, 1 KiB frames
-            self._dirty_shared, self._dirty_local = True, 1024
+        if self.scrub_on_chip:  # what an earlier context left on the chip: shared memory, 1 KiB frames, registers
+            self._dirty_shared, self._dirty_local, self._dirty_registers = True, 1024, True
             self.clear_private_state()
         return base
 
@@ -496,21 +498,23 @@ class CudaDevice(DeviceAPI):
             static_shared, local = kernel.usage
             self._dirty_shared = self._dirty_shared or static_shared + shared > 0
             self._dirty_local = max(self._dirty_local, local)
+            self._dirty_registers = True
         self._call("cuLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz, shared, 0, params, extra,
                    kernel=kernel.name)
         self.launches += 1
 
     def clear_private_state(self) -> None:
-        """After an invocation: clear the shared and local memory its kernels used (``onchip.py``)."""
-        if not (self._dirty_shared or self._dirty_local) or not self.scrub_on_chip:
+        """After an invocation: clear the registers, shared and local memory its kernels used
+        (``onchip.py``)."""
+        if not (self._dirty_shared or self._dirty_local or self._dirty_registers) or not self.scrub_on_chip:
             return
         self._require_open()
         if self._scrubber is None:
             from .onchip import OnChipScrubber
 
             self._scrubber = OnChipScrubber(self)
-        self._scrubber.run(self._dirty_shared, self._dirty_local)
-        self._dirty_shared, self._dirty_local = False, 0
+        self._scrubber.run(self._dirty_shared, self._dirty_local, self._dirty_registers)
+        self._dirty_shared, self._dirty_local, self._dirty_registers = False, 0, False
 
     def synchronize(self) -> None:
         self._require_open()

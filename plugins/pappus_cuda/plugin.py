@@ -42,7 +42,9 @@ CUDA_BACKEND = Backend(
             "registers: a kernel that reads a register before writing it sees what the previous kernel on that "
             "SM left there (measured on an H100 with tools/cuda_onchip_probe.py: the probe's 'private' array "
             "lives in registers, LOCAL_SIZE_BYTES 0). Shared and local memory are scrubbed after every "
-            "invocation that used them (onchip.py); clearing the register file is not implemented"),
+            "invocation that used them (onchip.py). The register scrub (onchip.py, after every invocation) "
+            "writes every register a kernel can be given, checked in its machine code, but has not yet run on "
+            "a GPU: this stays a known gap until it has"),
     },
 )
 

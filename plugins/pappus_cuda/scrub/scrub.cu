@@ -48,3 +48,29 @@ pappus_scrub_shared(unsigned int* arrived, unsigned int* complete, unsigned int 
 SCRUB_LOCAL(pappus_scrub_local_1k, 1024)
 SCRUB_LOCAL(pappus_scrub_local_4k, 4096)
 SCRUB_LOCAL(pappus_scrub_local_16k, 16384)
+
+// Registers: a kernel that reads a register before writing it sees what the last kernel to use
+// that register on the SM left there. One block of 256 threads at the most registers a thread
+// may have (255, allocated as 256) takes an SM's whole register file (64K), so one block per SM,
+// all resident, holds every register of the GPU. Each thread loads REG_WORDS zero words from
+// `zeros` with volatile loads (which the compiler may neither drop nor move) and keeps them all
+// live to the end (the stores below never run: `expected` is never 0), so the compiler must
+// spread them over every register it can give a kernel (R0-R252) and spill the rest.
+// tests/cuda/test_scrub_kernels.py checks the machine code: every one of them is written on the
+// path every thread takes.
+#define REG_WORDS 256
+extern "C" __global__ void __launch_bounds__(256, 1)
+pappus_scrub_registers(unsigned int* arrived, unsigned int* complete, unsigned int expected, long long spin,
+                       uint4* zeros) {
+    wait_for_all(arrived, complete, expected, spin);
+    uint4 v[REG_WORDS / 4];
+#pragma unroll
+    for (int i = 0; i < REG_WORDS / 4; ++i)
+        asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(v[i].x), "=r"(v[i].y), "=r"(v[i].z), "=r"(v[i].w)
+                     : "l"(zeros + i));
+    if (expected == 0u) {
+#pragma unroll
+        for (int i = 0; i < REG_WORDS / 4; ++i) zeros[i] = v[i];
+    }
+}
