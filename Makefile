@@ -28,7 +28,7 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[dev,serve,cuda,docs,ray]' nvidia-cuda-cuobjdump
+	$(PIP) install -q -e '.[dev,serve,cuda,docs,ray]' nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 	touch $@
 
 $(VENV)/.installed-hip: $(VENV)/.installed

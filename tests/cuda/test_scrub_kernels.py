@@ -6,6 +6,7 @@ in the conformance suite."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -65,9 +66,10 @@ def test_each_local_variant_has_a_real_frame(tmp_path, arch):
 
 def _sass(tmp_path: Path, arch: str, source: Path, function: str) -> list[str]:
     """The instructions of ``function`` (opcode and operands) as cuobjdump prints them."""
-    ptxas, cuobjdump = _tool("ptxas"), find_tool("cuobjdump")
-    if cuobjdump is None:
-        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump, or a full CUDA toolkit)")
+    ptxas, cuobjdump, nvdisasm = _tool("ptxas"), find_tool("cuobjdump"), find_tool("nvdisasm")
+    if cuobjdump is None or nvdisasm is None:  # cuobjdump -sass runs nvdisasm
+        pytest.skip("cuobjdump or nvdisasm not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm, "
+                    "or a full CUDA toolkit)")
     cubin = tmp_path / f"{function}.{arch}.cubin"
     if source.suffix == ".ptx":
         subprocess.run([ptxas, f"-arch={arch}", str(source), "-o", str(cubin)], check=True, capture_output=True)
@@ -75,7 +77,7 @@ def _sass(tmp_path: Path, arch: str, source: Path, function: str) -> list[str]:
         subprocess.run([_tool("nvcc"), "-cubin", f"-arch={arch}", "-o", str(cubin), str(source)], check=True,
                        capture_output=True)
     dump = subprocess.run([cuobjdump, "-sass", "-fun", function, str(cubin)], check=True, capture_output=True,
-                          text=True).stdout
+                          text=True, env={**os.environ, "NVDISASM_PATH": str(Path(nvdisasm).parent)}).stdout
     return [m.group(1).strip() for line in dump.splitlines()
             if (m := re.match(r"\s*/\*[0-9a-f]{4}\*/\s*(.*?);", line))]
 
