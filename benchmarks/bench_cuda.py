@@ -1,10 +1,13 @@
-"""NVIDIA figures of issue 12 that no other benchmark measures: zeroing bandwidth and fault recovery.
+"""NVIDIA figures of issue 12 that no other benchmark measures: zeroing, on-chip scrubs, fault recovery.
 
     python benchmarks/bench_cuda.py [--pool-gib 8] [--faults 10] [--json out.json]
 
 * zeroing: what the pool's release costs (``BufferPool.release`` -> ``CudaDevice.memset``, one
   ``cuMemsetD8`` over the used range, then ``cuCtxSynchronize``) against the driver's own peak on
   the same memory (``cuMemsetD8`` and ``cuMemsetD32`` straight through the bindings), per size;
+* on-chip scrubs: what each scrub of ``pappus_cuda.onchip`` adds to a pool release (its launch,
+  the residency check and the synchronisation): registers alone (after every invocation), and
+  with shared memory and each local-memory frame size (after kernels that used them);
 * fault recovery: a tenant's kernel writes far outside every allocation (``kernels/oob.hip``,
   ``CUDA_ERROR_ILLEGAL_ADDRESS``, sticky: the context is lost). Measured per engine: from the
   moment the faulting invocation has failed until the next invocation of another tenant has
@@ -85,6 +88,31 @@ def zeroing(pool_bytes: int, reps: int = 10) -> dict[str, Any]:
         dev.close()
 
 
+#: (label, shared, local bytes, registers): the scrubs a release can run
+SCRUBS = [("registers", False, 0, True), ("shared", True, 0, False), ("shared+registers", True, 0, True),
+          ("local 1k+registers", False, 1024, True), ("local 4k+registers", False, 4096, True),
+          ("local 16k+registers", False, 16384, True), ("all (shared, local 16k, registers)", True, 16384, True)]
+
+
+def scrubs(reps: int = 50) -> dict[str, Any]:
+    """Median time of each on-chip scrub (synchronous, as a release runs it) on this GPU."""
+    from pappus_cuda.device import CudaDevice
+    from pappus_cuda.onchip import OnChipScrubber
+
+    dev = CudaDevice(scrub_on_chip=False)
+    info = dev.open()
+    try:
+        dev.reserve(64 << 20)
+        scrubber = OnChipScrubber(dev)
+        rows = []
+        for label, shared, local, registers in SCRUBS:
+            t = _timed(lambda s=shared, lo=local, r=registers: scrubber.run(s, lo, r), reps)
+            rows.append({"scrub": label, "us": t * 1e6})
+        return {"device": info.name, "sms": scrubber.sms, "grids": dict(scrubber.grids), "rows": rows}
+    finally:
+        dev.close()
+
+
 def recovery(engine: str, faults: int) -> dict[str, Any]:
     import pappus
 
@@ -131,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", type=int, default=10, help="faults per engine (default: %(default)s)")
     ap.add_argument("--engine", action="append", help="engines for recovery (default: both cuda engines)")
     ap.add_argument("--skip-zeroing", action="store_true")
+    ap.add_argument("--skip-scrubs", action="store_true")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
@@ -141,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['bytes'] / (1 << 20):10.2f} MiB: pool release {r['pool_release_us']:9.1f} us "
                   f"({r['pool_GBps']:7.1f} GB/s), cuMemsetD8 {r['cuMemsetD8_us']:9.1f} us ({r['cuMemsetD8_GBps']:7.1f} GB/s), "
                   f"cuMemsetD32 {r['cuMemsetD32_us']:9.1f} us ({r['cuMemsetD32_GBps']:7.1f} GB/s)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    if not args.skip_scrubs:
+        sc = results["scrubs"] = scrubs()
+        print(f"on-chip scrubs on {sc['device']} ({sc['sms']} SMs), median of 50:")
+        for r in sc["rows"]:
+            print(f"  {r['scrub']:40s} {r['us']:8.1f} us")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     results["recovery"] = []

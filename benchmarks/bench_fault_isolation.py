@@ -1,7 +1,7 @@
 """Fault containment costs the other tenants nothing (issue 5): B's latency while M faults.
 
     python benchmarks/bench_fault_isolation.py [--engine cpu-multiprocess] [--rate 50]
-        [--faults 10] [--rounds 3] [--duration 6] [--json out.json]
+        [--faults 10] [--fault-quota RATE[:BURST]] [--rounds 3] [--duration 6] [--json out.json]
 
 Tenant B runs matmul 128 (``examples/matmul``) open loop at ``--rate`` invocations/s (Poisson
 arrivals; latency counted from each scheduled arrival). Tenant M runs ``kernels/oob.hip``, a
@@ -9,6 +9,11 @@ kernel that writes 1 GiB past its buffer, ``--faults`` times a second; each of t
 ``KernelFault``. Phases alternate, B alone and B with M faulting, ``--rounds`` times, so drift
 on a shared machine hits both. Target: B's p99 with M faulting <= 1.5x B's p99 alone, and no
 error for B.
+
+``--fault-quota`` gives M a ``fault_rate`` quota (docs/tenants.md): past it M's invocations are
+refused (``quota_exceeded``) before they reach a device. Where a fault costs the device itself a
+recovery (a GPU: hundreds of milliseconds), containment alone does not keep B's p99; this shows
+what the quota buys.
 """
 
 from __future__ import annotations
@@ -103,13 +108,27 @@ def two_tenants(engine: str, workers: int, offset: int) -> tuple[Any, dict[str, 
     return rt, {"A": a.tobytes()}, a @ a.T
 
 
+def parse_quota(text: str) -> tuple[float, int | None]:
+    """``RATE`` or ``RATE:BURST`` (faults a second, and how many at once)."""
+    rate, _, burst = text.partition(":")
+    try:
+        value = (float(rate), int(burst) if burst else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fault-quota wants RATE or RATE:BURST, got {text!r}") from None
+    if value[0] < 0 or (value[1] is not None and value[1] < 1):
+        raise argparse.ArgumentTypeError(f"--fault-quota wants a rate >= 0 and a burst >= 1, got {text!r}")
+    return value
+
+
 def measure(engine: str, rate: float, faults: float, rounds: int, duration: float, workers: int = 2,
-            offset: int | None = None) -> dict[str, Any]:
+            offset: int | None = None, fault_quota: tuple[float, int | None] | None = None) -> dict[str, Any]:
     import pappus
 
     backend = engine.rsplit("-", 1)[0]
     offset = offset if offset is not None else DEFAULT_OFFSET.get(backend, FAR_OFFSET)
     rt, inputs, want = two_tenants(engine, workers, offset)
+    if fault_quota is not None:
+        rt.tenants.add("m", quotas={"fault_rate": fault_quota[0], "fault_burst": fault_quota[1]})
     got = np.frombuffer(rt.invoke("matmul", inputs, tenant="b")["B"], np.int64).reshape(128, 128)
     assert np.array_equal(got, want), "matmul gave a wrong result"
     for _ in range(2 * workers):
@@ -145,7 +164,8 @@ def measure(engine: str, rate: float, faults: float, rounds: int, duration: floa
     rt.close(drain=False, timeout=10)
     return {
         "engine": engine, "workers": workers, "offset": offset, "rate": rate, "faults_per_s": faults, "rounds": rounds,
-        "duration_s": duration,
+        "duration_s": duration, "fault_quota": None if fault_quota is None else {"fault_rate": fault_quota[0],
+                                                                                 "fault_burst": fault_quota[1]},
         "alone": {"n": len(alone), "p50_ms": pct(alone, 0.5) * 1e3, "p99_ms": pct(alone, 0.99) * 1e3},
         "faulting": {"n": len(faulting), "p50_ms": pct(faulting, 0.5) * 1e3, "p99_ms": pct(faulting, 0.99) * 1e3},
         "p99_ratio": pct(faulting, 0.99) / pct(alone, 0.99),
@@ -160,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "cpu-sequential)")
     ap.add_argument("--rate", type=float, default=50.0, help="B's invocations/s (default: %(default)s)")
     ap.add_argument("--faults", type=float, default=10.0, help="M's faults/s (default: %(default)s)")
+    ap.add_argument("--fault-quota", type=parse_quota, metavar="RATE[:BURST]",
+                    help="give M a fault_rate quota (faults/s) and optionally a fault_burst; past it M's "
+                         "invocations are refused before they reach a device")
     ap.add_argument("--rounds", type=int, default=3, help="alone/faulting phase pairs (default: %(default)s)")
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per phase (default: %(default)s)")
     ap.add_argument("--offset", type=int, help="bytes past its buffer M writes (default: 1 GiB on cpu, "
@@ -168,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = []
     for engine in args.engine or ["cpu-multiprocess", "cpu-sequential"]:
-        res = measure(engine, args.rate, args.faults, args.rounds, args.duration, offset=args.offset)
+        res = measure(engine, args.rate, args.faults, args.rounds, args.duration, offset=args.offset,
+                      fault_quota=args.fault_quota)
         results.append(res)
         print(f"{engine}: B alone p50 {res['alone']['p50_ms']:.2f} ms p99 {res['alone']['p99_ms']:.2f} ms "
               f"(n={res['alone']['n']}); with M faulting {args.faults:g}/s p50 {res['faulting']['p50_ms']:.2f} ms "
               f"p99 {res['faulting']['p99_ms']:.2f} ms (n={res['faulting']['n']}); p99 ratio "
               f"{res['p99_ratio']:.2f} (target <= 1.5); B errors {res['b_errors'] or 'none'}; "
-              f"M: {res['m_outcomes']}")
+              f"M{' under its fault quota' if args.fault_quota else ''}: {res['m_outcomes']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results}, indent=2))
     return 0 if all(r["p99_ratio"] <= 1.5 and not r["b_errors"] for r in results) else 1

@@ -4,7 +4,7 @@
 #
 #   tools/gpu_checks.sh WHEELHOUSE OUT STAGE...    (OUT/results.tgz: every log and report)
 #   stages: env tests device conformance-seq conformance-mp bench-cuda bench-engines
-#           bench-open bench-faults onchip
+#           bench-open bench-faults bench-faults-quota onchip
 #
 # The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
 # pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
@@ -55,6 +55,9 @@ for s in "$@"; do
     bench-faults)
         stage bench-faults 240 $PY benchmarks/bench_fault_isolation.py --engine cuda-multiprocess \
             --engine cuda-sequential --rounds 2 --duration 4 --json "$OUT/bench-faults.json" ;;
+    bench-faults-quota)  # M under a fault_rate quota of 1/s (burst 2): what the quota buys B
+        stage bench-faults-quota 240 $PY benchmarks/bench_fault_isolation.py --engine cuda-multiprocess \
+            --engine cuda-sequential --rounds 2 --duration 4 --fault-quota 1:2 --json "$OUT/bench-faults-quota.json" ;;
     onchip)
         stage onchip 120 $PY tools/cuda_onchip_probe.py ;;
     *) echo "unknown stage $s"; exit 2 ;;
