@@ -7,8 +7,13 @@
    compiled as plain C. Target: within 2x.
 2. Sandbox: the same kernel as a cpu-sequential invocation (core's run_invocation on a
    CpuDevice: fresh child per invocation, seccomp, pool extents) against the direct call with
-   preallocated buffers. Target: within 1.3x at p50. Also the fixed cost of an empty
-   invocation, and the full Runtime(engine="cpu-sequential") path including the engine.
+   preallocated buffers, back to back; also the fixed cost of an empty invocation, and the full
+   Runtime(engine="cpu-sequential") path including the engine. Issue 5's target for an
+   invocation (within 1.3x of the dedicated baseline at p50) is measured by ``pappus bench``'s
+   p50-compare experiment (``benchmarks/run_all.py --only p50-compare``), where invocations
+   arrive at the thesis's base-latency load as they would at a server; here nothing ever waits
+   between calls, so the in-process call keeps a hot, never-idle core that a sandboxed child
+   cannot have: a stress figure with no target, reported to show where the sandbox's time goes.
 
 Measurements are interleaved round by round so drift on a shared machine hits every variant.
 Only our own example kernel is loaded into this process (for the direct call); tenant code
@@ -206,7 +211,9 @@ def main() -> int:
         "targets": {
             "compat runtime vs plain C (p50)": round(statistics.median(samples["direct call (compat runtime, in process)"])
                                                      / statistics.median(samples["plain C loop (in process)"]), 3),
-            "sandboxed invocation vs direct (p50)": round(
+        },
+        "figures": {  # no target: see the module's docstring
+            "sandboxed invocation vs direct, back to back (p50)": round(
                 statistics.median(samples["cpu-sequential invocation (run_invocation)"]) / direct_p50, 3),
         },
     }
@@ -218,7 +225,9 @@ def main() -> int:
     for row in rows:
         print(f"{row['variant']:48} {row['p50_us']:>10.1f} {row['p99_us']:>10.1f} {row['p50_vs_direct']:>11.3f}")
     for k, v in result["targets"].items():
-        print(f"{k}: {v}x")
+        print(f"{k}: {v}x (target <= 2x)")
+    for k, v in result["figures"].items():
+        print(f"{k}: {v}x (no target; the 1.3x target is p50-compare's, against the dedicated baseline)")
     return 0
 
 

@@ -214,10 +214,21 @@ def test_plot_json_and_target_figures(tmp_path: Path) -> None:
                                                 "sequential_p50_us": 1100, "multiprocess_p50_us": 1420,
                                                 "direct_p50_us": 1020}})
     by = {f["figure"]: f for f in figures}
+    assert "in-process cpu-multiprocess p50 / cpu-sequential p50, matmul 128" not in by  # no p50-compare run
     assert by["in-process cpu-sequential p50 / dedicated p50, matmul 128"]["measured"] == pytest.approx(1.2)
     assert by["in-process cpu-sequential p50 / dedicated p50, matmul 128"]["met"] is True
     assert by["max throughput cpu-multiprocess (2 workers) / cpu-sequential, inference 50"]["measured"] == 1.9
     assert by["engine-kit overhead, cpu-multiprocess"]["met"] is False
+    # With p50-compare (targets interleaved at one load), its figures are taken instead.
+    def case(p50s: dict[str, float]) -> dict[str, Any]:
+        return {"rps": 50, "targets": {t: {"p50_ms": v, "n": 100} for t, v in p50s.items()}}
+
+    doc["experiments"].append({"name": "p50-compare", "cases": {
+        "matmul128": case({"cpu-sequential": 2.2, "cpu-multiprocess": 3.0, "dedicated": 2.0})}})
+    compared = {f["figure"]: f for f in target_figures(doc, {})}
+    assert compared["in-process cpu-sequential p50 / dedicated p50, matmul 128"]["measured"] == pytest.approx(1.1)
+    mp = compared["in-process cpu-multiprocess p50 / cpu-sequential p50, matmul 128"]
+    assert (mp["measured"], mp["met"], mp["target"]) == (pytest.approx(1.364), False, "<= 1.3x")
     md = figures_markdown(figures)
     assert "**no**" in md and "| yes |" in md
     png = plot_experiment(doc["experiments"][0], tmp_path / "p.png")
