@@ -108,7 +108,7 @@ def scrubs(reps: int = 50) -> dict[str, Any]:
         for label, shared, local, registers in SCRUBS:
             t = _timed(lambda s=shared, lo=local, r=registers: scrubber.run(s, lo, r), reps)
             rows.append({"scrub": label, "us": t * 1e6})
-        return {"device": info.name, "sms": scrubber.sms, "grids": dict(scrubber.grids), "rows": rows}
+        return {"device": info.name, "sms": scrubber.sms, "grids": dict(scrubber.grids), "reps": reps, "rows": rows}
     finally:
         dev.close()
 
@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
+
+    def save() -> None:  # after every part: a later part that fails loses nothing measured before it
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+
     if not args.skip_zeroing:
         z = results["zeroing"] = zeroing(int(args.pool_gib * (1 << 30)))
         print(f"zeroing on {z['device']}:")
@@ -170,15 +175,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['bytes'] / (1 << 20):10.2f} MiB: pool release {r['pool_release_us']:9.1f} us "
                   f"({r['pool_GBps']:7.1f} GB/s), cuMemsetD8 {r['cuMemsetD8_us']:9.1f} us ({r['cuMemsetD8_GBps']:7.1f} GB/s), "
                   f"cuMemsetD32 {r['cuMemsetD32_us']:9.1f} us ({r['cuMemsetD32_GBps']:7.1f} GB/s)")
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        save()
     if not args.skip_scrubs:
         sc = results["scrubs"] = scrubs()
-        print(f"on-chip scrubs on {sc['device']} ({sc['sms']} SMs), median of 50:")
+        print(f"on-chip scrubs on {sc['device']} ({sc['sms']} SMs), median of {sc['reps']}:")
         for r in sc["rows"]:
             print(f"  {r['scrub']:40s} {r['us']:8.1f} us")
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        save()
     results["recovery"] = []
     for engine in args.engine or ["cuda-sequential", "cuda-multiprocess"]:
         r = recovery(engine, args.faults)
@@ -186,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{engine}: hot matmul128 p50 {r['hot_p50_ms']:.3f} ms; faulting invocation p50 "
               f"{r['faulting_invocation_p50_ms']:.1f} ms; next invocation after a fault p50 {r['recovery_p50_ms']:.1f} ms "
               f"(max {r['recovery_max_ms']:.1f}); outcomes {r['fault_outcomes']}; respawns {r['respawns']}")
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        save()
     return 0
 
 

@@ -127,8 +127,9 @@ def measure(engine: str, rate: float, faults: float, rounds: int, duration: floa
     backend = engine.rsplit("-", 1)[0]
     offset = offset if offset is not None else DEFAULT_OFFSET.get(backend, FAR_OFFSET)
     rt, inputs, want = two_tenants(engine, workers, offset)
-    if fault_quota is not None:
-        rt.tenants.add("m", quotas={"fault_rate": fault_quota[0], "fault_burst": fault_quota[1]})
+    quota = None if fault_quota is None else {"fault_rate": fault_quota[0], "fault_burst": fault_quota[1]}
+    if quota is not None:
+        rt.tenants.add("m", quotas=quota)
     got = np.frombuffer(rt.invoke("matmul", inputs, tenant="b")["B"], np.int64).reshape(128, 128)
     assert np.array_equal(got, want), "matmul gave a wrong result"
     for _ in range(2 * workers):
@@ -164,8 +165,7 @@ def measure(engine: str, rate: float, faults: float, rounds: int, duration: floa
     rt.close(drain=False, timeout=10)
     return {
         "engine": engine, "workers": workers, "offset": offset, "rate": rate, "faults_per_s": faults, "rounds": rounds,
-        "duration_s": duration, "fault_quota": None if fault_quota is None else {"fault_rate": fault_quota[0],
-                                                                                 "fault_burst": fault_quota[1]},
+        "duration_s": duration, "fault_quota": quota,
         "alone": {"n": len(alone), "p50_ms": pct(alone, 0.5) * 1e3, "p99_ms": pct(alone, 0.99) * 1e3},
         "faulting": {"n": len(faulting), "p50_ms": pct(faulting, 0.5) * 1e3, "p99_ms": pct(faulting, 0.99) * 1e3},
         "p99_ratio": pct(faulting, 0.99) / pct(alone, 0.99),

@@ -27,7 +27,8 @@ def test_fault_quota_parses_rate_and_burst() -> None:
 def test_under_a_fault_quota_the_faulting_tenant_is_refused_and_the_other_is_untouched() -> None:
     res = bench.measure("cpu-sequential", rate=20, faults=10, rounds=1, duration=1.5, fault_quota=(1.0, 2))
     m = res["m_outcomes"]
-    # The burst of 2 and about one more token a second reach the device; the rest are refused.
+    # The warm-up's faults take the burst; a token a second comes back, so a few of M's 15
+    # invocations reach the device and the rest are refused before they do.
     assert 2 <= m.get("kernel_fault", 0) <= 5, m
     assert m.get("quota_exceeded", 0) >= 8, m
     assert set(m) <= {"kernel_fault", "quota_exceeded"}, m
