@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import pappus
-from pappus.engine.multiprocess import kill_worker
+from pappus.engine.multiprocess import HEADER_BYTES, kill_worker
 from pappus.errors import DeadlineExceeded, EngineClosed, KernelFault, Overloaded, WorkerLost
 
 from ..conftest import child_pids, open_fds
@@ -64,6 +64,21 @@ def test_results_and_fault_containment(rt):
 def test_no_leftovers_between_invocations(rt):
     assert rt.invoke("fill", {})["X"] == b"\xab" * 4096
     assert rt.invoke("peek", {})["X"] == bytes(4096)
+
+
+def test_nothing_is_left_in_a_workers_arena(tmp_path):
+    """Inputs and outputs cross between supervisor and worker in a shared arena; once an
+    invocation has returned, nothing of either is left there (only the header's run number)."""
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1)
+    try:
+        slot = rt.engine().slots[0]
+        secret = A * 3 + 1
+        check_mm(rt.invoke("mm", {"A": secret.tobytes()}), secret)
+        assert slot.arena is not None
+        used = np.frombuffer(slot.arena.view[HEADER_BYTES:HEADER_BYTES + 4 * secret.nbytes], np.uint8)
+        assert not used.any(), "the invocation's inputs or outputs are still in the arena"
+    finally:
+        rt.close()
 
 
 def test_deadline_then_serves_again(rt):
