@@ -6,6 +6,11 @@
 * respawn: time from killing a multiprocess worker until a replacement has served;
 * throughput: multiprocess (2 workers) vs sequential on a compute-bound function.
 
+Also, to read the multiprocess figure by (no target): a bare process hop in the same rounds, a
+message to a process that sleeps until it comes, stays busy as long as the direct run takes, and
+answers, minus that busy time: the two wake-ups and messages every multiprocess invocation adds
+over a sequential one, whatever the engine does, as this host prices them.
+
 Also, for reference (no target): the same function called directly in this process with
 preallocated buffers and no isolation at all (``pappus_cpu.direct``, the building block of
 the ``dedicated`` baseline), so the whole path over a bare call is visible too. Engine and
@@ -19,10 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import wait
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +142,64 @@ def dedicated_times(wl: Workload, inputs: dict[str, bytes], n: int) -> list[floa
     return times
 
 
+_HOP_ECHO = """
+import sys, time
+from multiprocessing import connection
+conn = connection.Connection(int(sys.argv[1]))
+while True:
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        break
+    end = time.perf_counter() + msg[1]
+    while time.perf_counter() < end:
+        pass
+    conn.send(("done", msg[0]))
+"""
+
+
+class ProcessHop:
+    """A process at the other end of a control socket, as a multiprocess worker is: it sleeps
+    until a message comes, stays busy for the seconds the message names (as a worker waiting
+    on its device keeps a core busy), and answers."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen([sys.executable, "-c", _HOP_ECHO, str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.conn = connection.Connection(ours.detach())
+        self.times(0.0, 1)  # the interpreter has started and answers
+
+    def times(self, busy: float, n: int) -> list[float]:
+        """Round trips minus ``busy``: what the hop itself costs."""
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            self.conn.send((f"hop-{i}", busy, "key", None, [("A", 64, 131072)], [("B", 131136, 131072)]))
+            self.conn.recv()
+            out.append(time.perf_counter() - t0 - busy)
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.wait(10)
+
+
 def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str = "inference50", n: int = 300,
             rounds: int = 5, respawns: int = 10, n_heavy: int = 40) -> dict[str, Any]:
     """Every figure of this benchmark, as a dict (what ``--json`` writes)."""
     results: dict[str, Any] = {"backend": backend}
+    hop = ProcessHop()
+    try:
+        _measure(results, hop, backend, workload, heavy_name, n, rounds, respawns, n_heavy)
+    finally:
+        hop.close()
+    return results
+
+
+def _measure(results: dict[str, Any], hop: ProcessHop, backend: str, workload: str, heavy_name: str, n: int,
+             rounds: int, respawns: int, n_heavy: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wl = load_workload(workload, backend)
         heavy = load_workload(heavy_name, backend)
@@ -153,6 +216,7 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             seq: list[float] = []
             multi: list[float] = []
             dedicated: list[float] = []
+            hops: list[float] = []
             per = max(1, n // rounds)
             ex = direct_executor(rt)
             try:
@@ -160,6 +224,7 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
                     direct += direct_run_times(rt, ex, wl, inputs, per)
                     seq += engine_times(rt, wl, inputs, f"{backend}-sequential", per)
                     multi += engine_times(rt, wl, inputs, f"{backend}-multiprocess", per)
+                    hops += hop.times(p50(direct), per)
                     if backend == "cpu":
                         dedicated += dedicated_times(wl, inputs, per)
             finally:
@@ -169,6 +234,7 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
                 "sequential_p50_us": p50(seq) * 1e6, "multiprocess_p50_us": p50(multi) * 1e6,
                 "sequential_overhead_us": (p50(seq) - p50(direct)) * 1e6,
                 "multiprocess_overhead_us": (p50(multi) - p50(direct)) * 1e6, "n": len(seq),
+                "process_hop_us": p50(hops) * 1e6,
             }
             if dedicated:
                 results["overhead"]["dedicated_p50_us"] = p50(dedicated) * 1e6
@@ -183,7 +249,6 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             t_multi = throughput(rt, heavy, hin, f"{backend}-multiprocess", n_heavy)
             results["throughput"] = {"workload": heavy.name, "sequential_rps": t_seq, "multiprocess_rps": t_multi,
                                      "ratio": t_multi / t_seq, "invocations": n_heavy}
-    return results
 
 
 def report(results: dict[str, Any]) -> list[str]:
@@ -192,6 +257,10 @@ def report(results: dict[str, Any]) -> list[str]:
     lines = [f"[{backend}] {o['workload']}: direct {o['direct_p50_us']:.0f} us, sequential {o['sequential_p50_us']:.0f} us "
              f"(+{o['sequential_overhead_us']:.0f} us, target <= 100), multiprocess {o['multiprocess_p50_us']:.0f} us "
              f"(+{o['multiprocess_overhead_us']:.0f} us, target <= 300)"]
+    if "process_hop_us" in o:
+        lines.append(f"[{backend}] a bare process hop on this host (two wake-ups and messages, no engine): "
+                     f"{o['process_hop_us']:.0f} us; multiprocess minus sequential overhead: "
+                     f"{o['multiprocess_overhead_us'] - o['sequential_overhead_us']:.0f} us")
     if "dedicated_p50_us" in o:
         lines.append(f"[{backend}] {o['workload']}: called directly in process, no isolation: "
                      f"{o['dedicated_p50_us']:.0f} us")

@@ -1,0 +1,26 @@
+"""benchmarks/bench_engines.py's process hop: the yardstick its multiprocess figure is read by."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_engines as bench  # noqa: E402
+
+
+def test_a_process_hop_costs_its_round_trip_minus_the_busy_time_and_ends_cleanly() -> None:
+    hop = bench.ProcessHop()
+    try:
+        busy = 0.02
+        times = hop.times(busy, 3)
+        idle = hop.times(0.0, 3)
+    finally:
+        hop.close()
+    # The other end stays busy for the time asked before it answers, so what is left is the
+    # hop alone: never negative (a slow machine may make it long, not short).
+    assert len(times) == 3 and all(0 <= t < 1.0 for t in times), times
+    assert len(idle) == 3 and all(0 <= t < 1.0 for t in idle), idle
+    assert hop.proc.returncode == 0  # it ended at EOF, not killed
