@@ -212,13 +212,15 @@ def test_plot_json_and_target_figures(tmp_path: Path) -> None:
     ]}
     figures = target_figures(doc, {"overhead": {"sequential_overhead_us": 80, "multiprocess_overhead_us": 400,
                                                 "sequential_p50_us": 1100, "multiprocess_p50_us": 1420,
-                                                "direct_p50_us": 1020}})
+                                                "direct_p50_us": 1020, "process_hop_us": 90}})
     by = {f["figure"]: f for f in figures}
     assert "in-process cpu-multiprocess p50 / cpu-sequential p50, matmul 128" not in by  # no p50-compare run
     assert by["in-process cpu-sequential p50 / dedicated p50, matmul 128"]["measured"] == pytest.approx(1.2)
     assert by["in-process cpu-sequential p50 / dedicated p50, matmul 128"]["met"] is True
     assert by["max throughput cpu-multiprocess (2 workers) / cpu-sequential, inference 50"]["measured"] == 1.9
     assert by["engine-kit overhead, cpu-multiprocess"]["met"] is False
+    hop = next(f for name, f in by.items() if name.startswith("a bare process hop"))
+    assert (hop["measured"], hop["met"]) == (90, None) and "minus sequential overhead 320 us" in hop["detail"]
     # With p50-compare (targets interleaved at one load), its figures are taken instead.
     def case(p50s: dict[str, float]) -> dict[str, Any]:
         return {"rps": 50, "targets": {t: {"p50_ms": v, "n": 100} for t, v in p50s.items()}}

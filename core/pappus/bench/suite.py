@@ -647,6 +647,11 @@ def target_figures(doc: dict[str, Any], engines: dict[str, Any] | None = None) -
                 f"{o['sequential_p50_us']:.0f} vs {o['direct_p50_us']:.0f} us")
             add("engine-kit overhead, cpu-multiprocess", "<= 300 us", o["multiprocess_overhead_us"],
                 o["multiprocess_overhead_us"] <= 300, f"{o['multiprocess_p50_us']:.0f} vs {o['direct_p50_us']:.0f} us")
+            if "process_hop_us" in o:
+                add("a bare process hop, two wake-ups and messages (not a target: the least cpu-multiprocess adds "
+                    "over cpu-sequential)", "-", o["process_hop_us"], None,
+                    f"multiprocess minus sequential overhead "
+                    f"{o['multiprocess_overhead_us'] - o['sequential_overhead_us']:.0f} us")
             if "dedicated_p50_us" in o:
                 add("whole path over a direct in-process call, cpu-sequential (not a target: includes the sandbox)",
                     "-", o["sequential_p50_us"] - o["dedicated_p50_us"], None,
