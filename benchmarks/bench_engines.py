@@ -172,7 +172,8 @@ class ProcessHop:
         self.times(0.0, 1)  # the interpreter has started and answers
 
     def times(self, busy: float, n: int) -> list[float]:
-        """Round trips minus ``busy``: what the hop itself costs."""
+        """Round trips minus ``busy``: what the hop itself costs (messages shaped like the
+        engine's run message and answer)."""
         out = []
         for i in range(n):
             t0 = time.perf_counter()
