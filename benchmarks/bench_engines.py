@@ -191,16 +191,6 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             rounds: int = 5, respawns: int = 10, n_heavy: int = 40) -> dict[str, Any]:
     """Every figure of this benchmark, as a dict (what ``--json`` writes)."""
     results: dict[str, Any] = {"backend": backend}
-    hop = ProcessHop()
-    try:
-        _measure(results, hop, backend, workload, heavy_name, n, rounds, respawns, n_heavy)
-    finally:
-        hop.close()
-    return results
-
-
-def _measure(results: dict[str, Any], hop: ProcessHop, backend: str, workload: str, heavy_name: str, n: int,
-             rounds: int, respawns: int, n_heavy: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wl = load_workload(workload, backend)
         heavy = load_workload(heavy_name, backend)
@@ -219,6 +209,7 @@ def _measure(results: dict[str, Any], hop: ProcessHop, backend: str, workload: s
             dedicated: list[float] = []
             hops: list[float] = []
             per = max(1, n // rounds)
+            hop = ProcessHop()  # ends by itself when its socket closes, should the next line fail
             ex = direct_executor(rt)
             try:
                 for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant
@@ -229,6 +220,7 @@ def _measure(results: dict[str, Any], hop: ProcessHop, backend: str, workload: s
                     if backend == "cpu":
                         dedicated += dedicated_times(wl, inputs, per)
             finally:
+                hop.close()
                 ex.close()
             results["overhead"] = {
                 "workload": wl.name, "direct_p50_us": p50(direct) * 1e6,
@@ -250,6 +242,7 @@ def _measure(results: dict[str, Any], hop: ProcessHop, backend: str, workload: s
             t_multi = throughput(rt, heavy, hin, f"{backend}-multiprocess", n_heavy)
             results["throughput"] = {"workload": heavy.name, "sequential_rps": t_seq, "multiprocess_rps": t_multi,
                                      "ratio": t_multi / t_seq, "invocations": n_heavy}
+    return results
 
 
 def report(results: dict[str, Any]) -> list[str]:
