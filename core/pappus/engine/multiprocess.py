@@ -27,10 +27,10 @@ from ..errors import (
     KernelFault,
     PappusError,
     WorkerLost,
-    error_from_dict,
 )
 from ..interfaces import Backend
 from ..memory import ArenaContext, SharedArena
+from . import replies
 from .base import DriverLock, EngineBase, EngineOptions
 from .invocation import MAX_WAIT, Invocation, wait_for
 from .zygote import Zygote
@@ -101,13 +101,19 @@ class _Worker:
             if not conn.poll(START_TIMEOUT):
                 raise DeviceError(f"worker {self.index} did not start within {START_TIMEOUT:g} s")
             try:
-                msg = conn.recv()
+                msg = replies.receive(conn)
             except (EOFError, OSError):
                 code = self.engine.zygote.wait_exit(self.pid, 5.0)
                 raise DeviceError(f"worker {self.index} exited during start-up (exit code {code})") from None
-            if msg[0] == "failed":
-                raise error_from_dict(msg[1])
-            _, _pid, self.capacity, self.heap_limit, device_name, details = msg
+            except replies.ProtocolError as exc:
+                raise DeviceError(f"worker {self.index} answered its start with a malformed reply: {exc}",
+                                  status="protocol_error") from None
+            if isinstance(msg, replies.StartFailed):
+                raise msg.error
+            if not isinstance(msg, replies.Ready):
+                raise DeviceError(f"worker {self.index} answered its start with {type(msg).__name__}",
+                                  status="protocol_error")
+            self.capacity, self.heap_limit = msg.capacity, msg.heap_limit
             arena_size = 2 * self.capacity + 2 * 1024 * 1024
             self.arena = SharedArena(arena_size, name=f"pappus-{self.engine.name}-{self.index}")
             conn.send(arena_size)
@@ -407,15 +413,23 @@ class MultiprocessEngine(EngineBase):
         """Read the worker's answer; the third item names why the worker must be replaced, if so."""
         assert slot.conn is not None
         try:
-            msg = slot.conn.recv()
+            msg = replies.receive(slot.conn)
         except (EOFError, OSError):
             return None, self._lost(slot, inv), "worker died"
-        if msg[0] == "done" and msg[1] == inv.id:
+        except replies.ProtocolError as exc:
+            return None, self._malformed(slot, inv, str(exc)), "protocol error"
+        if isinstance(msg, replies.Done) and msg.invocation == inv.id:
             return {name: bytes(view) for name, view in ctx.items("outputs").items()}, None, ""
-        if msg[0] == "error" and msg[1] == inv.id:
-            err = error_from_dict(msg[2])
-            return None, err, ("device could not recover: " + err.code) if msg[3] else ""
-        return None, DeviceError(f"worker {slot.index} sent an unexpected message"), "protocol error"
+        if isinstance(msg, replies.Failed) and msg.invocation == inv.id:
+            return None, msg.error, ("device could not recover: " + msg.error.code) if msg.fatal else ""
+        return None, self._malformed(slot, inv, f"a {type(msg).__name__} reply out of turn"), "protocol error"
+
+    def _malformed(self, slot: _Worker, inv: Invocation, what: str) -> PappusError:
+        log.warning("engine %s: worker %d broke the reply protocol (%s) while running %s; it is replaced",
+                    self.name, slot.index, what, inv.id)
+        return DeviceError(f"worker {slot.index} sent a malformed reply while running {inv.function.name!r} "
+                           f"({what}); it is replaced", status="protocol_error", worker=slot.index,
+                           invocation=inv.id)
 
     def _lost(self, slot: _Worker, inv: Invocation) -> PappusError:
         code = slot.exitcode(2.0)

@@ -1,9 +1,10 @@
 """The multiprocess worker: one process, one device share, one invocation at a time.
 
 Started from the forkserver template (pappus and the backend already imported), so a respawn is
-a fork plus device set-up. Control messages are small tuples on a pipe; payloads live in a
-shared arena the supervisor maps too. A watchdog thread aborts the device at an invocation's
-deadline; if that does not work the supervisor kills the whole process.
+a fork plus device set-up. Control messages are small tuples on a pipe (the replies JSON, see
+``replies.py``: the supervisor does not trust a process that runs next to tenant code); payloads
+live in a shared arena the supervisor maps too. A watchdog thread aborts the device at an
+invocation's deadline; if that does not work the supervisor kills the whole process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
 from ..interfaces import DeviceSpec
 from ..memory import SharedArena
+from . import replies
 from .executor import Executor, ExecutorConfig
 from .invocation import FunctionSpec, wait_for
 
@@ -92,9 +94,9 @@ def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int) -
         info = executor.start()
     except BaseException as exc:
         err = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
-        conn.send(("failed", err.to_dict()))
+        replies.send(conn, replies.StartFailed(err))
         return
-    conn.send(("ready", os.getpid(), executor.capacity, executor.heap_limit, info.name, dict(info.details)))
+    replies.send(conn, replies.Ready(os.getpid(), executor.capacity, executor.heap_limit, info.name, dict(info.details)))
     arena_size = conn.recv()
     arena = SharedArena(arena_size, fd=reduction.recv_handle(conn))
     functions: dict[str, FunctionSpec] = {}
@@ -150,13 +152,13 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
         if isinstance(error, (KernelFault, DeadlineExceeded, DeviceError)):
             fatal = not executor.recover()
         if error is None:
-            conn.send(("done", inv_id))
+            replies.send(conn, replies.Done(inv_id))
             try:
                 executor.release_pending()  # zeroing while the supervisor hands the outputs over
             except Exception:
                 log.exception("zeroing the pool failed; this worker ends (its replacement starts clean)")
                 return
         else:
-            conn.send(("error", inv_id, error.to_dict(), fatal))
+            replies.send(conn, replies.Failed(inv_id, error, fatal))
         if fatal:
             return  # the supervisor respawns a fresh worker with a fresh device

@@ -1,0 +1,57 @@
+"""A host device whose kernels act as tenant code that took over its worker process would.
+
+With CUDA's HMM (or AMD's SVM) a kernel can write the worker's host memory; from there it can
+do whatever the worker can, such as writing on the worker's control socket. This device does
+that on purpose when it launches ``fill_u8``: it sends the supervisor a pickle that would run
+``os.mkdir(marker)`` in whichever process unpickles it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+from typing import Any
+
+from pappus.devices.host import HostDevice
+from pappus.plan import Launch
+
+
+class _Mkdir:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.path,))
+
+
+def _unix_stream_sockets() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            probe = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with probe:
+            if probe.family == socket.AF_UNIX and probe.type == socket.SOCK_STREAM:
+                found.append(fd)
+    return found
+
+
+class HostileDevice(HostDevice):
+    def __init__(self, marker: str = "", **options: Any) -> None:
+        super().__init__(**options)
+        self.marker = marker
+
+    def launch(self, launch: Launch) -> None:
+        if launch.kernel == "fill_u8":
+            payload = pickle.dumps(_Mkdir(self.marker))
+            for fd in _unix_stream_sockets():  # the worker's control socket: framed as Connection does
+                os.write(fd, struct.pack("!i", len(payload)) + payload)
+        super().launch(launch)
+
+
+def create_device(**options: Any) -> HostileDevice:
+    return HostileDevice(**options)
