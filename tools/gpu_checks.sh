@@ -8,6 +8,11 @@
 #
 # The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
 # pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
+#
+# A GPU whose kernels can reach pageable host memory (HMM, ATS) is refused unless allowed
+# (pappus/host_access.py): the env stage prints what this one reports, the device stage tests it,
+# and PAPPUS_ALLOW_HOST_MEMORY_ACCESS=1 in this script's environment lets the engine stages run
+# on it anyway (record that the figures were taken so).
 set -u
 WHL=$1; DEST=$2; shift 2
 OUT=/tmp/gpu-checks  # many files; DEST gets one archive of them, refreshed after every stage
@@ -33,7 +38,10 @@ for s in "$@"; do
     case $s in
     env)
         stage env 60 bash -c "nvidia-smi; nvcc --version | tail -2; $PY -c 'import cuda.bindings, sys; print(sys.version, cuda.bindings.__version__)';
-            $PY -m pip list 2>/dev/null | grep -i -E 'cuda|numpy|pluggy|pytest|hypothesis'; $PY -m pappus plugins" ;;
+            $PY -m pip list 2>/dev/null | grep -i -E 'cuda|numpy|pluggy|pytest|hypothesis'; $PY -m pappus plugins;
+            $PY -c 'from cuda.bindings import driver as d; d.cuInit(0); a = d.CUdevice_attribute
+for n in (\"PAGEABLE_MEMORY_ACCESS\", \"PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES\"):
+    print(n, d.cuDeviceGetAttribute(getattr(a, \"CU_DEVICE_ATTRIBUTE_\" + n), d.cuDeviceGet(0)[1]))'" ;;
     tests)
         stage tests 240 $PY -m pytest -q -rs -p no:cacheprovider -n 8 tests/cuda --ignore=tests/cuda/test_device.py ;;
     device)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.host_access import host_access_allowed, refuse_reachable_host_memory
 from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
 from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
 from pappus.plan import Launch
@@ -162,15 +163,17 @@ class CudaDevice(DeviceAPI):
     (``"pointers"``: kernelParams, the default; ``"buffer"``: one packed buffer through ``extra``),
     ``allow_writable_globals`` (default False), ``scrub_on_chip`` (default True: clear the registers
     after every invocation, and shared and local memory after kernels that used them, see
-    ``onchip.py``).
+    ``onchip.py``), ``allow_host_memory_access`` (default: ``PAPPUS_ALLOW_HOST_MEMORY_ACCESS``, else
+    False: a device whose kernels can reach pageable host memory, HMM or ATS, is refused; see
+    ``pappus.host_access``).
     """
 
     bounds_writes = False  # a GPU kernel can write anywhere in its context
 
     def __init__(self, device_index: int | None = None, *, device: int | None = None, context: str = "primary",
                  heap_limit: int = 0, arch: str | None = None, launch_params: str = "pointers",
-                 allow_writable_globals: bool = False, scrub_on_chip: bool = True, _driver: Any = None,
-                 **_: Any) -> None:
+                 allow_writable_globals: bool = False, scrub_on_chip: bool = True,
+                 allow_host_memory_access: bool | str | None = None, _driver: Any = None, **_: Any) -> None:
         index = device_index if device_index is not None else device
         self.index = configured_device() if index is None else int(index)
         if context not in ("primary", "own"):
@@ -183,6 +186,8 @@ class CudaDevice(DeviceAPI):
         self.arch_override = arch
         self.allow_writable_globals = allow_writable_globals
         self.scrub_on_chip = scrub_on_chip
+        self.allow_host_memory_access = host_access_allowed(allow_host_memory_access)
+        self.pageable_memory_access: bool | None = None  # as the device reports it at open
         self._scrubber: Any = None  # onchip.OnChipScrubber of the current context, made on first use
         self._dirty_shared = False  # a kernel since the last scrub used shared memory
         self._dirty_local = 0  # the largest local frame (bytes per thread) used since the last scrub
@@ -273,6 +278,7 @@ class CudaDevice(DeviceAPI):
             raise DeviceError(f"device {self.index} does not exist ({count} visible)", api="cuDeviceGet",
                               status="CUDA_ERROR_INVALID_DEVICE")
         self._dev = self._call("cuDeviceGet", self.index)
+        self._check_host_memory_access()
         self._create_context()
         self._opened = True
         try:
@@ -291,8 +297,25 @@ class CudaDevice(DeviceAPI):
             heap_limit=self.heap_limit,
             details={"device": self.index, "arch": arch, "driver_cuda": f"{drv[0]}.{drv[1]}",
                      "cuda_bindings": package, "context": self.context_mode,
-                     "heap_limit_requested": self.heap_limit_request, "heap_limit_notes": list(self.heap_limit_notes)},
+                     "heap_limit_requested": self.heap_limit_request, "heap_limit_notes": list(self.heap_limit_notes),
+                     "pageable_memory_access": self.pageable_memory_access,
+                     "host_memory_access_allowed": self.allow_host_memory_access},
         )
+
+    def _check_host_memory_access(self) -> None:
+        """Refuse a GPU whose kernels can reach the worker's pageable host memory (HMM, ATS), unless
+        allowed: tenants would not be isolated from each other there (``pappus.host_access``)."""
+        attr = self.driver.CUdevice_attribute
+        self.pageable_memory_access = bool(int(self._call(
+            "cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS, self._dev)))
+        ats = self.pageable_memory_access and bool(int(self._call(
+            "cuDeviceGetAttribute", attr.CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES, self._dev)))
+        remedy = ("This device reaches it through the host's page tables (ATS), which cannot be turned off"
+                  if ats else "Turn HMM off: 'options nvidia_uvm uvm_disable_hmm=1' in /etc/modprobe.d/, then "
+                  "reload nvidia_uvm")
+        refuse_reachable_host_memory(device=f"CUDA device {self.index}", reachable=self.pageable_memory_access,
+                                     allowed=self.allow_host_memory_access,
+                                     attribute="CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS", remedy=remedy)
 
     def _create_context(self) -> None:
         if self.context_mode == "primary":

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.host_access import host_access_allowed, refuse_reachable_host_memory
 from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
 from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
 from pappus.plan import Launch
@@ -114,12 +115,15 @@ class HipKernel:
 class HipDevice(DeviceAPI):
     """One AMD GPU through hip-python. Options: ``device`` (index; ``PAPPUS_HIP_DEVICE``, default
     0), ``heap_limit`` (device malloc heap, default 0), ``arch`` (override the target id),
-    ``allow_writable_globals`` (default False)."""
+    ``allow_writable_globals`` (default False), ``allow_host_memory_access`` (default:
+    ``PAPPUS_ALLOW_HOST_MEMORY_ACCESS``, else False: a device whose kernels can reach pageable host
+    memory, XNACK on, is refused; see ``pappus.host_access``)."""
 
     bounds_writes = False  # a GPU kernel can write anywhere in the pool
 
     def __init__(self, device: int | None = None, heap_limit: int = 0, arch: str | None = None,
-                 allow_writable_globals: bool = False, _hip: Any = None, **_: Any) -> None:
+                 allow_writable_globals: bool = False, allow_host_memory_access: bool | str | None = None,
+                 _hip: Any = None, **_: Any) -> None:
         if device is None:
             env = os.environ.get("PAPPUS_HIP_DEVICE", "").strip()
             device = int(env) if env.isdigit() else 0
@@ -127,6 +131,8 @@ class HipDevice(DeviceAPI):
         self.heap_limit_request = int(heap_limit)
         self.arch_override = arch
         self.allow_writable_globals = allow_writable_globals
+        self.allow_host_memory_access = host_access_allowed(allow_host_memory_access)
+        self.pageable_memory_access: bool | None = None  # as the device reports it at open (None: not asked)
         self._hip = _hip
         self._local = threading.local()
         self._generation = 0
@@ -189,6 +195,7 @@ class HipDevice(DeviceAPI):
         if not 0 <= self.index < count:
             raise DeviceError(f"device {self.index} does not exist ({count} visible)", api="hipSetDevice",
                               status="hipErrorInvalidDevice")
+        self._check_host_memory_access()
         self._opened = True
         self._ensure_current()
         # The heap limit is set before anything of a tenant is loaded or launched.
@@ -204,8 +211,23 @@ class HipDevice(DeviceAPI):
             name=name or f"AMD GPU {self.index}", total_memory=int(total), free_memory=int(free),
             limits=limits, heap_limit=self.heap_limit,
             details={"device": self.index, "arch": arch or None, "target": str(self._target),
-                     "runtime": ".".join(map(str, rt)), "hip_python": package},
+                     "runtime": ".".join(map(str, rt)), "hip_python": package,
+                     "pageable_memory_access": self.pageable_memory_access,
+                     "host_memory_access_allowed": self.allow_host_memory_access},
         )
+
+    def _check_host_memory_access(self) -> None:
+        """Refuse a GPU whose kernels can reach the worker's pageable host memory (XNACK on), unless
+        allowed: tenants would not be isolated from each other there (``pappus.host_access``)."""
+        name = "hipDeviceAttributePageableMemoryAccess"
+        attr = getattr(getattr(self.hip, "hipDeviceAttribute_t", None), name, None)
+        if attr is None:  # bindings older than the attribute: nothing to ask
+            return
+        self.pageable_memory_access = bool(int(self._call("hipDeviceGetAttribute", attr, self.index)))
+        refuse_reachable_host_memory(device=f"HIP device {self.index}", reachable=self.pageable_memory_access,
+                                     allowed=self.allow_host_memory_access, attribute=name,
+                                     remedy="Turn XNACK off for the engine's processes (HSA_XNACK=0 in their "
+                                     "environment)")
 
     def _choose_target(self, arch: str) -> TargetID:
         for text in (self.arch_override, arch, configured_arch()):

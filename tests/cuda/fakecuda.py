@@ -62,11 +62,12 @@ class FakeDriver:
     CUDA_VERSION = 13000
 
     def __init__(self, *, driver_version: int = 13000, devices: int = 1, move_pool_after_reset: bool = False,
-                 min_heap: int = 0) -> None:
+                 min_heap: int = 0, pageable_memory_access: int = 0, ats: int = 0) -> None:
         self.driver_version = driver_version
         self.devices = devices
         self.move_pool_after_reset = move_pool_after_reset
         self.min_heap = min_heap
+        self.pageable_memory_access, self.ats = pageable_memory_access, ats
         self.CUresult = CUresult
         self.CUlimit = SimpleNamespace(CU_LIMIT_MALLOC_HEAP_SIZE=2)
         self.CUdevice_attribute = SimpleNamespace(**{name: name for name in (
@@ -74,7 +75,8 @@ class FakeDriver:
             "CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK", "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X",
             "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y", "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z",
             "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X", "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y",
-            "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z", "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN")})
+            "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z", "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN",
+            "CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS", "CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES")})
         self.CUfunction_attribute = SimpleNamespace(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES=8,
                                                     CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES=1)
         self.initialised = False
@@ -120,7 +122,9 @@ class FakeDriver:
 
     def cuDeviceGetAttribute(self, attr, dev):
         values = {"CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR": 9, "CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR": 0,
-                  "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": 232448}
+                  "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": 232448,
+                  "CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS": self.pageable_memory_access,
+                  "CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES": self.ats}
         return OK, values.get(attr, 1024)
 
     def cuDeviceGetName(self, length, dev):

@@ -25,6 +25,7 @@ import pytest
 
 from pappus.config import check_function_against_libraries, parse_function
 from pappus.errors import DeviceError, KernelFault
+from pappus.host_access import ALLOW_ENV
 from pappus.interfaces import LibraryImage
 from pappus.interpreter import run_invocation
 from pappus.plan import Launch, Plan
@@ -84,6 +85,14 @@ def objects(gpu: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, byt
 
 def image(data: bytes) -> LibraryImage:
     return LibraryImage(hashlib.sha256(data).hexdigest(), data)
+
+
+@pytest.fixture(autouse=True)
+def host_memory_access_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests here measure other properties, so they run on a GPU whose kernels can reach host
+    memory too (its devices, workers and child processes inherit this);
+    test_what_a_kernel_reaches_of_host_memory says whether this GPU is one."""
+    monkeypatch.setenv(ALLOW_ENV, "1")
 
 
 @pytest.fixture
@@ -298,6 +307,58 @@ def _fault_in_child(context: str, fault_object: bytes, kernel: str) -> dict[str,
     result["works_after_reset"] = out[:256] == b"\x05" * 256 and out[256:] == bytes(256)
     dev.close()
     return result
+
+
+def _read_host_memory_from_a_kernel(clean: bytes) -> dict[str, Any]:
+    """Whether the device is refused by default, and what a kernel handed the address of an array
+    on this process's heap (as a tenant that learnt one would use it) reads there."""
+    from pappus_cuda.device import CudaDevice
+
+    result: dict[str, Any] = {}
+    probe = CudaDevice()
+    try:
+        probe.open()
+        result["default_open"] = "opened"
+    except DeviceError as exc:
+        result["default_open"] = f"refused: {exc.fields.get('status')}"
+    finally:
+        probe.close()
+    dev = CudaDevice(allow_host_memory_access=True)
+    info = dev.open()
+    result["pageable_memory_access"] = info.details["pageable_memory_access"]
+    base = dev.reserve(1 << 20)
+    host = np.arange(256, dtype=np.float32)
+    result["expected_sum"] = float(host.sum())
+    kernel = dev.get_kernel(dev.load_module(image(clean)), "block_sum")
+    dev.launch(Launch("block_sum", kernel, (1, 1, 1), (256, 1, 1), 0,
+                      (struct.pack("<Q", host.ctypes.data), struct.pack("<Q", base))))
+    try:
+        dev.synchronize()
+        out = bytearray(4)
+        dev.read(base, memoryview(out))
+        result["kernel_read"] = struct.unpack("<f", out)[0]
+    except KernelFault as exc:
+        result["kernel_read"] = f"fault: {exc.fields.get('status')}"
+    try:
+        dev.close()
+    except Exception as exc:  # after a sticky fault: the process ends anyway
+        result["close"] = repr(exc)
+    return result
+
+
+def test_what_a_kernel_reaches_of_host_memory(gpu, objects, monkeypatch):
+    """HMM or ATS: where the device says kernels can reach pageable host memory, one does read
+    the worker's heap, and the device is refused unless the operator allows it (host_access.py);
+    where it says they cannot, the same read faults and the device opens."""
+    monkeypatch.delenv(ALLOW_ENV)
+    result = _in_child(_read_host_memory_from_a_kernel, objects["clean"])
+    _record("host_memory_access", result)
+    if result["pageable_memory_access"]:
+        assert result["kernel_read"] == result["expected_sum"], result
+        assert result["default_open"] == "refused: host_memory_reachable", result
+    else:
+        assert str(result["kernel_read"]).startswith("fault"), result
+        assert result["default_open"] == "opened", result
 
 
 def _fresh_process_uses_the_gpu() -> dict[str, Any]:

@@ -39,7 +39,8 @@ def matmul_doc() -> dict:
 def opened():
     def make(**options):
         fake = FakeDriver(**{k: options.pop(k) for k in list(options) if k in ("driver_version", "move_pool_after_reset",
-                                                                                 "min_heap", "devices")})
+                                                                                 "min_heap", "devices",
+                                                                                 "pageable_memory_access", "ats")})
         options.setdefault("scrub_on_chip", False)  # scrub kernels need a real GPU (test_device, conformance)
         dev = CudaDevice(_driver=fake, **options)
         info = dev.open()
@@ -61,6 +62,34 @@ def test_heap_limit_minimum_is_reported_not_hidden(opened):
     # 0 is refused: the smallest accepted request is kept and the read-back value reported
     assert info.heap_limit == 4096
     assert any("failed" in n for n in dev.heap_limit_notes)
+
+
+def test_a_gpu_whose_kernels_reach_host_memory_is_refused_before_any_context(monkeypatch):
+    monkeypatch.delenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", raising=False)
+    fake = FakeDriver(pageable_memory_access=1)
+    with pytest.raises(DeviceError, match="uvm_disable_hmm=1") as info:
+        CudaDevice(_driver=fake, scrub_on_chip=False).open()
+    assert info.value.fields["status"] == "host_memory_reachable"
+    assert "cuDevicePrimaryCtxRetain" not in fake.calls and fake.ctx is None
+    with pytest.raises(DeviceError, match="ATS.*cannot be turned off"):
+        CudaDevice(_driver=FakeDriver(pageable_memory_access=1, ats=1), scrub_on_chip=False).open()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_an_operator_may_accept_a_gpu_that_reaches_host_memory(opened, monkeypatch, how):
+    monkeypatch.delenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", raising=False)
+    if how == "env":
+        monkeypatch.setenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", "1")
+        _, _, info = opened(pageable_memory_access=1)
+    else:
+        _, _, info = opened(pageable_memory_access=1, allow_host_memory_access=True)
+    assert info.details["pageable_memory_access"] is True and info.details["host_memory_access_allowed"] is True
+
+
+def test_a_gpu_that_cannot_reach_host_memory_says_so(opened, monkeypatch):
+    monkeypatch.delenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", raising=False)
+    _, _, info = opened()
+    assert info.details["pageable_memory_access"] is False and info.details["host_memory_access_allowed"] is False
 
 
 def test_old_driver_is_never_driven(opened):

@@ -46,10 +46,11 @@ class FakeHip:
     hipLimit_t = SimpleNamespace(hipLimitMallocHeapSize="malloc_heap")
     hipDeviceAttribute_t = SimpleNamespace(**{f"hipDeviceAttribute{n}": n for n in (
         "MaxThreadsPerBlock", "MaxBlockDimX", "MaxBlockDimY", "MaxBlockDimZ", "MaxGridDimX", "MaxGridDimY",
-        "MaxGridDimZ", "MaxSharedMemoryPerBlock")})
+        "MaxGridDimZ", "MaxSharedMemoryPerBlock", "PageableMemoryAccess")})
     HIP_LAUNCH_PARAM_BUFFER_POINTER, HIP_LAUNCH_PARAM_BUFFER_SIZE, HIP_LAUNCH_PARAM_END = 1, 2, 3
     ATTRS = {"MaxThreadsPerBlock": 1024, "MaxBlockDimX": 1024, "MaxBlockDimY": 1024, "MaxBlockDimZ": 1024,
-             "MaxGridDimX": 2**31 - 1, "MaxGridDimY": 65535, "MaxGridDimZ": 65535, "MaxSharedMemoryPerBlock": 65536}
+             "MaxGridDimX": 2**31 - 1, "MaxGridDimY": 65535, "MaxGridDimZ": 65535, "MaxSharedMemoryPerBlock": 65536,
+             "PageableMemoryAccess": 0}
 
     def __init__(self, runtime_version=60241134, devices=1, free=1 << 24, total=1 << 26):
         self.runtime_version, self.devices, self.free, self.total = runtime_version, devices, free, total
@@ -170,6 +171,19 @@ def opened(fake=None, **kw):
     fake = fake or FakeHip()
     dev = HipDevice(_hip=fake, **kw)
     return dev, dev.open(), fake
+
+
+def test_a_gpu_whose_kernels_reach_host_memory_is_refused_unless_allowed(monkeypatch):
+    monkeypatch.delenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", raising=False)
+    fake = FakeHip()
+    fake.ATTRS = {**FakeHip.ATTRS, "PageableMemoryAccess": 1}  # XNACK on
+    with pytest.raises(DeviceError, match="HSA_XNACK=0") as info:
+        HipDevice(_hip=fake).open()
+    assert info.value.fields["status"] == "host_memory_reachable"
+    assert "hipMalloc" not in fake.calls and "hipDeviceSetLimit" not in fake.calls
+    info = HipDevice(_hip=fake, allow_host_memory_access="true").open()
+    assert info.details["pageable_memory_access"] is True and info.details["host_memory_access_allowed"] is True
+    assert HipDevice(_hip=FakeHip()).open().details["pageable_memory_access"] is False
 
 
 def image(data: bytes) -> LibraryImage:

@@ -1,0 +1,46 @@
+"""Devices whose kernels can reach the host memory of the process that drives them.
+
+With HMM (NVIDIA's open kernel modules on Linux >= 6.1) or ATS (Grace Hopper), and on AMD GPUs
+with XNACK on, a kernel may load and store any pageable host address of its process: for a
+pappus worker, that is its Python heap, its arena, and the driver's copies of other tenants'
+modules. Tenant code could then read or change what belongs to later tenants on that worker,
+beyond everything the pool, zeroing and scrubbing protect. (The supervisor already reads a
+worker as untrusted, ``engine/replies.py``, so a worker taken over this way cannot reach it.)
+
+GPU backends ask the device when they open it (``CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS``,
+``hipDeviceAttributePageableMemoryAccess``) and refuse such a device unless the operator has
+accepted this: the device option ``allow_host_memory_access=True``, or
+``PAPPUS_ALLOW_HOST_MEMORY_ACCESS=1`` in the environment (for the CLI). Either way the answer is
+reported in the device's details (``pageable_memory_access``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import DeviceError
+
+ALLOW_ENV = "PAPPUS_ALLOW_HOST_MEMORY_ACCESS"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def host_access_allowed(option: bool | str | None) -> bool:
+    """The device option if it was given (a bool, or its text from a config), else the environment."""
+    if option is None:
+        option = os.environ.get(ALLOW_ENV, "")
+    if isinstance(option, str):
+        return option.strip().lower() in _TRUE
+    return bool(option)
+
+
+def refuse_reachable_host_memory(*, device: str, reachable: bool, allowed: bool, attribute: str,
+                                 remedy: str) -> None:
+    """DeviceError (status ``host_memory_reachable``) if kernels on ``device`` can reach pageable
+    host memory and nobody accepted that."""
+    if reachable and not allowed:
+        raise DeviceError(
+            f"kernels on {device} can read and write pageable host memory of the worker process "
+            f"({attribute} is 1), so tenant code could reach past the device into what the worker holds for "
+            f"other tenants. {remedy}. To run anyway, knowing that tenants are then not isolated from each "
+            f"other, set the device option allow_host_memory_access=True or {ALLOW_ENV}=1",
+            api="open", status="host_memory_reachable", attribute=attribute)
