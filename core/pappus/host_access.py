@@ -4,8 +4,9 @@ With HMM (NVIDIA's open kernel modules on Linux >= 6.1) or ATS (Grace Hopper), a
 with XNACK on, a kernel may load and store any pageable host address of its process: for a
 pappus worker, that is its Python heap, its arena, and the driver's copies of other tenants'
 modules. Tenant code could then read or change what belongs to later tenants on that worker,
-beyond everything the pool, zeroing and scrubbing protect. (The supervisor already reads a
-worker as untrusted, ``engine/replies.py``, so a worker taken over this way cannot reach it.)
+beyond everything the pool, zeroing and scrubbing protect, and a GPU worker is not sandboxed.
+(The supervisor reads a worker's replies as untrusted, ``engine/replies.py``, so they at least
+cannot run code in it.)
 
 GPU backends ask the device when they open it (``CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS``,
 ``hipDeviceAttributePageableMemoryAccess``) and refuse such a device unless the operator has

@@ -9,6 +9,7 @@ the one into the device pool.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 from collections.abc import Mapping
@@ -28,8 +29,11 @@ class SharedArena:
         self.size = max(size, mmap.PAGESIZE)
         owns_fd = fd is None
         if fd is None:
-            fd = os.memfd_create(name, os.MFD_CLOEXEC)
+            fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             os.ftruncate(fd, self.size)
+            # The worker gets this fd and is not trusted: sealed, it cannot shrink the memory
+            # under the supervisor's mapping (whose next access would then die of SIGBUS).
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         self.fd = fd
         self._owns_fd = owns_fd
         self.mm = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)

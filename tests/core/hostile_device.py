@@ -3,7 +3,8 @@
 With CUDA's HMM (or AMD's SVM) a kernel can write the worker's host memory; from there it can
 do whatever the worker can, such as writing on the worker's control socket. This device does
 that on purpose when it launches ``fill_u8``: it sends the supervisor a pickle that would run
-``os.mkdir(marker)`` in whichever process unpickles it.
+``os.mkdir(marker)`` in whichever process unpickles it, and tries to shrink the arena it shares
+with the supervisor to nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def _unix_stream_sockets() -> list[int]:
     return found
 
 
+def _arena_fds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:pappus-"):
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
 class HostileDevice(HostDevice):
     def __init__(self, marker: str = "", **options: Any) -> None:
         super().__init__(**options)
@@ -50,6 +62,11 @@ class HostileDevice(HostDevice):
             payload = pickle.dumps(_Mkdir(self.marker))
             for fd in _unix_stream_sockets():  # the worker's control socket: framed as Connection does
                 os.write(fd, struct.pack("!i", len(payload)) + payload)
+            for fd in _arena_fds():  # shrunk, the supervisor would die of SIGBUS on its next access
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
         super().launch(launch)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import mmap
+import os
+
+import pytest
 
 from pappus.memory import ArenaContext, SharedArena
 
@@ -38,3 +42,21 @@ def test_release_after_the_arena_is_closed_writes_nothing():
         assert other[:] == b"\x5a" * len(other)
     finally:
         other.close()
+
+
+def test_a_worker_cannot_resize_the_memory_under_the_supervisor():
+    """The worker receives the arena's fd. Shrunk, the supervisor's next access to the lost pages
+    would die of SIGBUS; the memfd is sealed, so the worker's attempts fail and the mapping holds."""
+    arena = SharedArena(4 * mmap.PAGESIZE)
+    try:
+        worker_fd = os.dup(arena.fd)  # what the worker holds (received with SCM_RIGHTS)
+        for size in (0, mmap.PAGESIZE, 8 * mmap.PAGESIZE):
+            with pytest.raises(PermissionError):
+                os.ftruncate(worker_fd, size)
+        with pytest.raises(PermissionError):  # nor can the seals be lifted or changed
+            fcntl.fcntl(worker_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+        os.close(worker_fd)
+        arena.zero(0, arena.size)  # every page still there
+        assert os.fstat(arena.fd).st_size == arena.size
+    finally:
+        arena.close()
