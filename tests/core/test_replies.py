@@ -104,6 +104,7 @@ def test_a_reply_past_the_bound_is_refused_unread(pipe):
     (b'["ready", 1, 2, 1.5, "n", {}]', "heap_limit"),
     (b'["ready", 1, 2, null, "n", []]', "details"),
     (b'["failed", "text"]', "code and a message"),
+    (b'["done", ' + b"[" * 200_000 + b"]" * 200_000 + b"]", "nested too deeply"),
 ])
 def test_malformed_replies_are_named(body, complaint):
     with pytest.raises(replies.ProtocolError, match=complaint):

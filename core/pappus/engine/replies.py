@@ -93,6 +93,8 @@ def decode(data: bytes) -> Reply:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("a reply that is not JSON") from None
+    except RecursionError:  # nesting deeper than the interpreter's stack
+        raise ProtocolError("a reply nested too deeply") from None
     if not isinstance(body, list) or not body or not isinstance(body[0], str):
         raise ProtocolError("a reply that is not a tagged list")
     kind, fields = body[0], body[1:]
