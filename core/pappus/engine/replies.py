@@ -2,8 +2,8 @@
 
 A worker runs next to tenant code: a GPU kernel may reach the worker's host memory (CUDA's HMM,
 AMD's SVM with XNACK), and a flaw in a DeviceAPI could let tenant code do more. So nothing a
-worker sends may make the supervisor run code or grow without bound: replies are JSON, not
-pickle; at most ``MAX_REPLY`` bytes; and checked field by field before anything uses them. A
+worker sends may make the supervisor run code or grow without bound: replies are JSON (the
+one every invocation sends, ``Done``, a tag byte and its id), not pickle; at most ``MAX_REPLY`` bytes; and checked field by field before anything uses them. A
 worker that breaks any rule is treated as lost (``ProtocolError``): its invocation fails and the
 worker is replaced. The other direction (supervisor to worker) stays pickle: the worker trusts
 its supervisor, never the reverse.
@@ -61,12 +61,12 @@ Reply = Ready | StartFailed | Done | Failed
 
 
 def encode(reply: Reply) -> bytes:
+    if isinstance(reply, Done):  # one per invocation: a tag byte and the id, no JSON to parse
+        return b"D" + reply.invocation.encode()
     if isinstance(reply, Ready):
         body: list[Any] = ["ready", reply.pid, reply.capacity, reply.heap_limit, reply.device_name, reply.details]
     elif isinstance(reply, StartFailed):
         body = ["failed", reply.error.to_dict()]
-    elif isinstance(reply, Done):
-        body = ["done", reply.invocation]
     else:
         body = ["error", reply.invocation, reply.error.to_dict(), reply.fatal]
     # default=str: a detail no JSON type holds (a path, an enum) arrives as its text, not as an error
@@ -89,6 +89,11 @@ def receive(conn: Connection) -> Reply:
 
 
 def decode(data: bytes) -> Reply:
+    if data[:1] == b"D":
+        try:
+            return Done(data[1:].decode())
+        except UnicodeDecodeError:
+            raise ProtocolError("invocation is not a string") from None
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -98,8 +103,6 @@ def decode(data: bytes) -> Reply:
     if not isinstance(body, list) or not body or not isinstance(body[0], str):
         raise ProtocolError("a reply that is not a tagged list")
     kind, fields = body[0], body[1:]
-    if kind == "done" and len(fields) == 1:
-        return Done(_text(fields[0], "invocation"))
     if kind == "error" and len(fields) == 3:
         return Failed(_text(fields[0], "invocation"), _error(fields[1]), _flag(fields[2], "fatal"))
     if kind == "ready" and len(fields) == 5:
