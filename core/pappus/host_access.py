@@ -40,8 +40,8 @@ def refuse_reachable_host_memory(*, device: str, reachable: bool, allowed: bool,
     host memory and nobody accepted that."""
     if reachable and not allowed:
         raise DeviceError(
-            f"kernels on {device} can read and write pageable host memory of the worker process "
-            f"({attribute} is 1), so tenant code could reach past the device into what the worker holds for "
-            f"other tenants. {remedy}. To run anyway, knowing that tenants are then not isolated from each "
+            f"kernels on {device} can read and write pageable host memory of the process that drives it "
+            f"({attribute} is 1), so tenant code could reach past the device into what that process holds "
+            f"for other tenants. {remedy}. To run anyway, knowing that tenants are then not isolated from each "
             f"other, set the device option allow_host_memory_access=True or {ALLOW_ENV}=1",
             api="open", status="host_memory_reachable", attribute=attribute)
