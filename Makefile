@@ -27,8 +27,10 @@ $(VENV)/.created:
 	$(PIP) install -q --upgrade pip
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[dev,serve,cuda,docs,ray]' nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
+# cuobjdump/nvdisasm (the scrub kernels' machine-code checks) and NVRTC (builds without nvcc)
+# run without a GPU, so the CUDA backend's tests of them run here too.
+$(VENV)/.installed: $(VENV)/.created pyproject.toml Makefile
+	$(PIP) install -q -e '.[dev,serve,cuda,docs,ray]' nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm nvidia-cuda-nvrtc
 	touch $@
 
 $(VENV)/.installed-hip: $(VENV)/.installed
