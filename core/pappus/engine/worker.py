@@ -1,9 +1,9 @@
 """The multiprocess worker: one process, one device share, one invocation at a time.
 
 Started from the forkserver template (pappus and the backend already imported), so a respawn is
-a fork plus device set-up. Control messages are small tuples on a pipe (the replies JSON, see
-``replies.py``: the supervisor does not trust a process that runs next to tenant code); payloads
-live in a shared arena the supervisor maps too. A watchdog thread aborts the device at an
+a fork plus device set-up. Control messages are small tuples on a pipe, and the replies are
+never pickled (``replies.py``: the supervisor does not trust a process that runs next to tenant
+code); payloads live in a shared arena the supervisor maps too. A watchdog thread aborts the device at an
 invocation's deadline; if that does not work the supervisor kills the whole process.
 """
 
