@@ -2,10 +2,10 @@
 
 A worker runs next to tenant code: a GPU kernel may reach the worker's host memory (CUDA's HMM,
 AMD's SVM with XNACK), and a flaw in a DeviceAPI could let tenant code do more. So nothing a
-worker sends may make the supervisor run code or grow without bound: replies are JSON (the
-one every invocation sends, ``Done``, a tag byte and its id), not pickle; at most ``MAX_REPLY`` bytes; and checked field by field before anything uses them. A
-worker that breaks any rule is treated as lost (``ProtocolError``): its invocation fails and the
-worker is replaced. The other direction (supervisor to worker) stays pickle: the worker trusts
+worker sends may make the supervisor run code or grow without bound: replies are JSON, not
+pickle (``Done``, which every invocation sends, is a tag byte and the id); at most ``MAX_REPLY``
+bytes; and checked field by field before anything uses them. A worker that breaks any rule is
+treated as lost (``ProtocolError``): its invocation fails and the worker is replaced. The other direction (supervisor to worker) stays pickle: the worker trusts
 its supervisor, never the reverse.
 """
 
