@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pappus.errors import DeviceError, KernelFault
+from pappus.host_access import ALLOW_ENV, host_access_allowed
 from pappus.interfaces import Availability
 
 NOT_INSTALLED = "cuda-bindings is not installed (pip install 'pappus[cuda]')"
@@ -206,6 +207,8 @@ class ProbeResult:
     archs: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     shared_optin: list[int] = field(default_factory=list)  # max shared bytes per block, opted in
+    #: per device: kernels can reach pageable host memory (HMM, ATS); engines refuse it unless allowed
+    pageable_memory_access: list[bool] = field(default_factory=list)
 
 
 def _no_driver(exc: BaseException) -> bool:
@@ -278,9 +281,20 @@ def probe() -> ProbeResult:
             result.shared_optin.append(int(checked(driver, "cuDeviceGetAttribute", optin, dev)))
         except Exception:
             result.shared_optin.append(0)
+        try:
+            pageable = driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS
+            result.pageable_memory_access.append(bool(int(checked(driver, "cuDeviceGetAttribute", pageable, dev))))
+        except Exception:
+            result.pageable_memory_access.append(False)
     result.available = True
     result.reason = (f"{count} NVIDIA GPU(s), device 0: {result.names[0]} ({result.archs[0] or 'arch unknown'}); "
                      f"driver CUDA {result.driver}, cuda-bindings {result.package}")
+    reach = [str(i) for i, yes in enumerate(result.pageable_memory_access) if yes]
+    if reach:
+        result.reason += (f"; kernels on device {', '.join(reach)} can reach pageable host memory (HMM or ATS): "
+                          + (f"allowed here by {ALLOW_ENV}, tenants are not isolated from each other"
+                             if host_access_allowed(None) else
+                             f"engines refuse it unless allowed ({ALLOW_ENV}=1; see docs/security.md)"))
     return result
 
 

@@ -83,6 +83,18 @@ def test_probe_reasons_from_driver_answers(monkeypatch):
     result = runtime.probe()
     assert result.available and result.archs == ["sm_90"] and result.shared_optin == [232448]
     assert result.reason.startswith("1 NVIDIA GPU(s), device 0: Fake H100 (sm_90)")
+    assert result.pageable_memory_access == [False] and "host memory" not in result.reason
+
+
+def test_probe_says_when_engines_will_refuse_a_gpu(monkeypatch):
+    monkeypatch.delenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", raising=False)
+    monkeypatch.setattr(runtime, "load_driver", lambda: FakeDriver(pageable_memory_access=1))
+    result = runtime.probe()
+    assert result.available and result.pageable_memory_access == [True]
+    assert "kernels on device 0 can reach pageable host memory" in result.reason
+    assert "engines refuse it unless allowed (PAPPUS_ALLOW_HOST_MEMORY_ACCESS=1" in result.reason
+    monkeypatch.setenv("PAPPUS_ALLOW_HOST_MEMORY_ACCESS", "1")
+    assert "allowed here by PAPPUS_ALLOW_HOST_MEMORY_ACCESS" in runtime.probe().reason
 
 
 def test_opening_without_bindings_is_backend_unavailable(monkeypatch):
