@@ -2,9 +2,9 @@
 
 With CUDA's HMM (or AMD's SVM) a kernel can write the worker's host memory; from there it can
 do whatever the worker can, such as writing on the worker's control socket. This device does
-that on purpose when it launches ``fill_u8``: it sends the supervisor a pickle that would run
-``os.mkdir(marker)`` in whichever process unpickles it, and tries to shrink the arena it shares
-with the supervisor to nothing.
+that on purpose when it launches ``fill_u8`` (or when it opens, with ``forge_at_open``): it sends
+the supervisor a pickle that would run ``os.mkdir(marker)`` in whichever process unpickles it,
+and tries to shrink the arena it shares with the supervisor to nothing.
 """
 
 from __future__ import annotations
@@ -53,15 +53,24 @@ def _arena_fds() -> list[int]:
 
 
 class HostileDevice(HostDevice):
-    def __init__(self, marker: str = "", **options: Any) -> None:
+    def __init__(self, marker: str = "", forge_at_open: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.marker = marker
+        self.forge_at_open = forge_at_open
+
+    def _forge(self) -> None:
+        payload = pickle.dumps(_Mkdir(self.marker))
+        for fd in _unix_stream_sockets():  # the worker's control socket: framed as Connection does
+            os.write(fd, struct.pack("!i", len(payload)) + payload)
+
+    def open(self) -> Any:
+        if self.forge_at_open:  # before the worker's own "ready"
+            self._forge()
+        return super().open()
 
     def launch(self, launch: Launch) -> None:
         if launch.kernel == "fill_u8":
-            payload = pickle.dumps(_Mkdir(self.marker))
-            for fd in _unix_stream_sockets():  # the worker's control socket: framed as Connection does
-                os.write(fd, struct.pack("!i", len(payload)) + payload)
+            self._forge()
             for fd in _arena_fds():  # shrunk, the supervisor would die of SIGBUS on its next access
                 try:
                     os.ftruncate(fd, 0)

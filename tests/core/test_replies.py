@@ -150,3 +150,22 @@ def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reachin
     finally:
         rt.close(drain=False, timeout=10)
     assert not marker.exists()
+
+
+def test_a_worker_that_answers_its_start_with_a_pickle_never_starts(tmp_path):
+    from pappus.plugins import Plugins
+
+    plugins = Plugins().load()
+    plugins.register_module(_HostileHost(), "hostile")
+    marker = tmp_path / "unpickled-in-the-supervisor"
+    rt = pappus.Runtime(engine="hostile-multiprocess", state_dir=tmp_path / "state", pool_bytes=4 << 20,
+                        workers=1, plugins=plugins, device_options={"marker": str(marker), "forge_at_open": True})
+    try:
+        rt.register_library("m", HOST_LIB)
+        rt.register_function("mm", matmul_config(repeat=1))
+        with pytest.raises(DeviceError, match="answered its start with a malformed reply: a reply that is not JSON"):
+            rt.invoke("mm", {"A": np.zeros(16 * 16, dtype=np.int64).tobytes()}, deadline=30)
+        assert not marker.exists()
+    finally:
+        rt.close(drain=False, timeout=10)
+    assert not marker.exists()
