@@ -19,7 +19,9 @@ from pappus.devices.host import HostDevice
 from pappus.plan import Launch
 
 
-class _Mkdir:
+class Mkdir:
+    """Unpickled, runs ``os.mkdir(path)``: a marker of code run by whoever unpickles it."""
+
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -27,10 +29,13 @@ class _Mkdir:
         return (os.mkdir, (self.path,))
 
 
+def _own_fds() -> list[int]:
+    return [int(name) for name in os.listdir("/proc/self/fd")]
+
+
 def _unix_stream_sockets() -> list[int]:
     found = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for fd in _own_fds():
         try:
             probe = socket.socket(fileno=os.dup(fd))
         except OSError:
@@ -43,10 +48,10 @@ def _unix_stream_sockets() -> list[int]:
 
 def _arena_fds() -> list[int]:
     found = []
-    for name in os.listdir("/proc/self/fd"):
+    for fd in _own_fds():
         try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:pappus-"):
-                found.append(int(name))
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:pappus-"):
+                found.append(fd)
         except OSError:
             continue
     return found
@@ -59,7 +64,7 @@ class HostileDevice(HostDevice):
         self.forge_at_open = forge_at_open
 
     def _forge(self) -> None:
-        payload = pickle.dumps(_Mkdir(self.marker))
+        payload = pickle.dumps(Mkdir(self.marker))
         for fd in _unix_stream_sockets():  # the worker's control socket: framed as Connection does
             os.write(fd, struct.pack("!i", len(payload)) + payload)
 

@@ -21,6 +21,7 @@ from pappus.errors import DeviceError, KernelFault
 from pappus.interfaces import DeviceSpec
 
 from .helpers import HOST_LIB, fill_config, matmul_config
+from .hostile_device import Mkdir
 
 
 @pytest.fixture
@@ -62,22 +63,14 @@ def test_a_detail_json_cannot_hold_arrives_as_text(pipe):
     assert got.details["blob"] == str(b"\x01") and got.details["set"] == "{1}"
 
 
-class _Mkdir:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (os.mkdir, (self.path,))
-
-
 def test_a_pickle_from_a_worker_runs_nothing(pipe, tmp_path):
     worker, supervisor = pipe
     marker = tmp_path / "unpickled"
-    worker.send(_Mkdir(str(marker)))  # what the supervisor's recv() used to unpickle
+    worker.send(Mkdir(str(marker)))  # what the supervisor's recv() used to unpickle
     with pytest.raises(replies.ProtocolError, match="not JSON"):
         replies.receive(supervisor)
     assert not marker.exists()
-    pickle.loads(pickle.dumps(_Mkdir(str(marker))))  # the payload does what it says when unpickled
+    pickle.loads(pickle.dumps(Mkdir(str(marker))))  # the payload does what it says when unpickled
     assert marker.exists()
 
 
@@ -122,19 +115,25 @@ class _HostileHost:
             device=lambda **options: DeviceSpec("tests.core.hostile_device:create_device", options)))
 
 
-def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reaching_the_supervisor(tmp_path):
-    """The worker writes a pickle on its control socket mid-run (tests/core/hostile_device.py):
-    the supervisor runs none of it, fails that invocation, replaces the worker and serves on."""
+def _hostile_runtime(tmp_path, marker, **device_options):
+    """A one-worker multiprocess runtime on the hostile device, with ``mm`` registered."""
     from pappus.plugins import Plugins
 
     plugins = Plugins().load()
     plugins.register_module(_HostileHost(), "hostile")
-    marker = tmp_path / "unpickled-in-the-supervisor"
     rt = pappus.Runtime(engine="hostile-multiprocess", state_dir=tmp_path / "state", pool_bytes=4 << 20,
-                        workers=1, plugins=plugins, device_options={"marker": str(marker)})
+                        workers=1, plugins=plugins, device_options={"marker": str(marker), **device_options})
+    rt.register_library("m", HOST_LIB)
+    rt.register_function("mm", matmul_config(repeat=1))
+    return rt
+
+
+def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reaching_the_supervisor(tmp_path):
+    """The worker writes a pickle on its control socket mid-run (tests/core/hostile_device.py):
+    the supervisor runs none of it, fails that invocation, replaces the worker and serves on."""
+    marker = tmp_path / "unpickled-in-the-supervisor"
+    rt = _hostile_runtime(tmp_path, marker)
     try:
-        rt.register_library("m", HOST_LIB)
-        rt.register_function("mm", matmul_config(repeat=1))
         rt.register_function("fill", fill_config())
         a = np.arange(16 * 16, dtype=np.int64).reshape(16, 16)
         expected = (a @ a.T + 2).tobytes()
@@ -153,16 +152,9 @@ def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reachin
 
 
 def test_a_worker_that_answers_its_start_with_a_pickle_never_starts(tmp_path):
-    from pappus.plugins import Plugins
-
-    plugins = Plugins().load()
-    plugins.register_module(_HostileHost(), "hostile")
     marker = tmp_path / "unpickled-in-the-supervisor"
-    rt = pappus.Runtime(engine="hostile-multiprocess", state_dir=tmp_path / "state", pool_bytes=4 << 20,
-                        workers=1, plugins=plugins, device_options={"marker": str(marker), "forge_at_open": True})
+    rt = _hostile_runtime(tmp_path, marker, forge_at_open=True)
     try:
-        rt.register_library("m", HOST_LIB)
-        rt.register_function("mm", matmul_config(repeat=1))
         with pytest.raises(DeviceError, match="answered its start with a malformed reply: a reply that is not JSON"):
             rt.invoke("mm", {"A": np.zeros(16 * 16, dtype=np.int64).tobytes()}, deadline=30)
         assert not marker.exists()

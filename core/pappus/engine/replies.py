@@ -5,8 +5,9 @@ AMD's SVM with XNACK), and a flaw in a DeviceAPI could let tenant code do more. 
 worker sends may make the supervisor run code or grow without bound: replies are JSON, not
 pickle (``Done``, which every invocation sends, is a tag byte and the id); at most ``MAX_REPLY``
 bytes; and checked field by field before anything uses them. A worker that breaks any rule is
-treated as lost (``ProtocolError``): its invocation fails and the worker is replaced. The other direction (supervisor to worker) stays pickle: the worker trusts
-its supervisor, never the reverse.
+treated as lost (``ProtocolError``): its invocation fails and the worker is replaced. The other
+direction (supervisor to worker) stays pickle: the worker trusts its supervisor, never the
+reverse.
 """
 
 from __future__ import annotations
