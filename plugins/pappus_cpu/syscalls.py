@@ -1,9 +1,8 @@
-"""System call names for SandboxViolation, from libseccomp's table (loaded lazily through cffi)."""
+"""System call names for SandboxViolation, from libseccomp's table (``pappus.seccomp``)."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from pappus import seccomp
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_AARCH64 = 0xC00000B7
@@ -26,41 +25,10 @@ _FALLBACK = {
     },
 }
 
-_lock = threading.Lock()
-_lib: Any = None
-_ffi: Any = None
-_tried = False
-
-
-def _load() -> tuple[Any, Any]:
-    global _lib, _ffi, _tried
-    with _lock:
-        if not _tried:
-            _tried = True
-            try:
-                import cffi
-
-                ffi = cffi.FFI()
-                ffi.cdef("char *seccomp_syscall_resolve_num_arch(uint32_t arch_token, int num);"
-                         "void free(void *ptr);")
-                _lib = ffi.dlopen("libseccomp.so.2")
-                _ffi = ffi
-            except Exception:  # no libseccomp: the fallback table answers
-                _lib = _ffi = None
-    return _lib, _ffi
-
 
 def syscall_name(number: int, arch: int) -> str:
     """``openat`` for (257, AUDIT_ARCH_X86_64); ``syscall_<n>`` when the number is unknown."""
-    lib, ffi = _load()
-    if lib is not None and 0 <= number < 1 << 20:
-        try:
-            ptr = lib.seccomp_syscall_resolve_num_arch(arch, number)
-            if ptr != ffi.NULL:
-                try:
-                    return str(ffi.string(ptr).decode("ascii", "replace"))
-                finally:
-                    lib.free(ptr)
-        except Exception:
-            pass
+    name = seccomp.syscall_name(number, arch)
+    if name is not None:
+        return name
     return _FALLBACK.get(arch, {}).get(number, f"syscall_{number}")
