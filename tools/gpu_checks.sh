@@ -13,6 +13,10 @@
 # (pappus/host_access.py): the env stage prints what this one reports, the device stage tests it,
 # and PAPPUS_ALLOW_HOST_MEMORY_ACCESS=1 in this script's environment lets the engine stages run
 # on it anyway (record that the figures were taken so).
+#
+# Engine workers lock themselves down after open (pappus/engine/lockdown.py, a seccomp deny-list
+# that has not run under the CUDA driver before): if engine stages fail where the device stage's
+# DeviceAPI tests pass, rerun them with PAPPUS_WORKER_LOCKDOWN=0 to tell whether it is the cause.
 set -u
 WHL=$1; DEST=$2; shift 2
 OUT=/tmp/gpu-checks  # many files; DEST gets one archive of them, refreshed after every stage

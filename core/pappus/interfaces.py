@@ -319,6 +319,10 @@ class Backend:
     #: The sequential engine then drives its device from one worker process, which it replaces
     #: after such a fault, instead of from a supervisor thread; the supervisor never opens it.
     faults_end_process: bool = False
+    #: Calls of the worker lockdown's deny-list (``engine/lockdown.py``) this backend's device
+    #: still makes after ``open`` in a worker process (the CPU backend: ``execve``, since
+    #: ``reset`` starts a new device template).
+    worker_keeps: frozenset[str] = frozenset()
     #: Known gaps: conformance test name (or ``property::test`` glob) -> reason. The suite runs
     #: them as strict expected failures: one that starts passing fails as a stale entry.
     known_gaps: Mapping[str, str] = field(default_factory=dict)

@@ -66,6 +66,7 @@ CPU_BACKEND = Backend(
     build_targets=("cpu",),  # gfx* targets are the HIP backend's (pappus build routes them there)
     build=_build,
     native_target=lambda: "cpu",
+    worker_keeps=frozenset({"execve"}),  # reset() starts a new device template
 )
 
 

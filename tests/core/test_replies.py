@@ -18,10 +18,9 @@ import pytest
 import pappus
 from pappus.engine import replies
 from pappus.errors import DeviceError, KernelFault
-from pappus.interfaces import DeviceSpec
 
-from .helpers import HOST_LIB, fill_config, matmul_config
-from .hostile_device import Mkdir
+from .helpers import fill_config
+from .hostile_device import Mkdir, hostile_runtime
 
 
 @pytest.fixture
@@ -103,36 +102,11 @@ def test_malformed_replies_are_named(body, complaint):
         replies.decode(body)
 
 
-class _HostileHost:
-    @pappus.hookimpl
-    def pappus_register_backends(self, registry):
-        import dataclasses
-
-        from pappus.devices.host import HOST_BACKEND
-
-        registry.add(dataclasses.replace(
-            HOST_BACKEND, name="hostile",
-            device=lambda **options: DeviceSpec("tests.core.hostile_device:create_device", options)))
-
-
-def _hostile_runtime(tmp_path, marker, **device_options):
-    """A one-worker multiprocess runtime on the hostile device, with ``mm`` registered."""
-    from pappus.plugins import Plugins
-
-    plugins = Plugins().load()
-    plugins.register_module(_HostileHost(), "hostile")
-    rt = pappus.Runtime(engine="hostile-multiprocess", state_dir=tmp_path / "state", pool_bytes=4 << 20,
-                        workers=1, plugins=plugins, device_options={"marker": str(marker), **device_options})
-    rt.register_library("m", HOST_LIB)
-    rt.register_function("mm", matmul_config(repeat=1))
-    return rt
-
-
 def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reaching_the_supervisor(tmp_path):
     """The worker writes a pickle on its control socket mid-run (tests/core/hostile_device.py):
     the supervisor runs none of it, fails that invocation, replaces the worker and serves on."""
     marker = tmp_path / "unpickled-in-the-supervisor"
-    rt = _hostile_runtime(tmp_path, marker)
+    rt = hostile_runtime(tmp_path, marker=str(marker))
     try:
         rt.register_function("fill", fill_config())
         a = np.arange(16 * 16, dtype=np.int64).reshape(16, 16)
@@ -153,7 +127,7 @@ def test_a_subverted_worker_fails_its_invocation_and_is_replaced_without_reachin
 
 def test_a_worker_that_answers_its_start_with_a_pickle_never_starts(tmp_path):
     marker = tmp_path / "unpickled-in-the-supervisor"
-    rt = _hostile_runtime(tmp_path, marker, forge_at_open=True)
+    rt = hostile_runtime(tmp_path, marker=str(marker), forge_at_open=True)
     try:
         with pytest.raises(DeviceError, match="answered its start with a malformed reply: a reply that is not JSON"):
             rt.invoke("mm", {"A": np.zeros(16 * 16, dtype=np.int64).tobytes()}, deadline=30)

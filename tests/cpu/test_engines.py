@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 import pappus
-from pappus.errors import DeadlineExceeded, KernelFault, SandboxViolation
+from pappus.errors import DeadlineExceeded, DeviceError, KernelFault, SandboxViolation
 
 from .conftest import EXAMPLES, Builder, Built, load_json, single
 
@@ -21,8 +23,8 @@ def matmul_lib(build: Builder) -> Built:
     return build(EXAMPLES / "matmul" / "matmul.hip")
 
 
-def make_runtime(engine: str, tmp: Path, matmul_lib: Built, sandbox_lib: Built) -> pappus.Runtime:
-    rt = pappus.Runtime(engine=engine, state_dir=tmp, pool_bytes=16 << 20, workers=2)
+def make_runtime(engine: str, tmp: Path, matmul_lib: Built, sandbox_lib: Built, workers: int = 2) -> pappus.Runtime:
+    rt = pappus.Runtime(engine=engine, state_dir=tmp, pool_bytes=16 << 20, workers=workers)
     rt.register_library("matmul", str(matmul_lib.path))
     rt.register_library("k", str(sandbox_lib.path))
     rt.register_function("matmul", load_json(EXAMPLES / "matmul" / "matmul.json"))
@@ -84,3 +86,37 @@ def test_violations_and_faults_fail_alone(runtime: pappus.Runtime) -> None:
         runtime.invoke("oob", {})
     assert fault.value.kernel == "write_at"
     check_matmul(runtime, 11)
+
+
+def _template_of(worker_pid: int) -> int:
+    """The CPU device template a worker started (its one child named pappus-cpu-device)."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    found = [int(c) for c in children if Path(f"/proc/{c}/comm").read_text().startswith("pappus-cpu-dev")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_locked_down_worker_still_restarts_its_dead_template(tmp_path: Path, matmul_lib: Built,
+                                                                 sandbox_lib: Built) -> None:
+    """A cpu-multiprocess worker is locked down (engine/lockdown.py) less ``execve``, which the
+    CPU device needs for ``reset``: a worker whose template died recovers in place."""
+    rt = make_runtime("cpu-multiprocess", tmp_path, matmul_lib, sandbox_lib, workers=1)
+    try:
+        check_matmul(rt, 20)
+        engine = rt.engine("cpu-multiprocess")
+        for slot in engine.slots:
+            state = slot.details["worker_lockdown"]
+            assert state.startswith("seccomp deny-list (EPERM): execveat, ptrace"), state
+        [pid] = engine.worker_pids()
+        assert pid is not None
+        old = _template_of(pid)
+        os.kill(old, signal.SIGKILL)
+        try:  # the worker notices on its next run (or before it), resets its device, serves again
+            check_matmul(rt, 21)
+        except DeviceError as exc:
+            assert "template" in str(exc)
+        check_matmul(rt, 22)
+        assert engine.worker_pids() == [pid] and engine.metrics.respawns == 0  # recovered, not replaced
+        assert _template_of(pid) != old
+    finally:
+        rt.close()

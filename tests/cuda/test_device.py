@@ -421,6 +421,10 @@ def test_runtime_end_to_end_with_a_fault(gpu, objects, tmp_path, engine):
         a = np.arange(64 * 64, dtype=np.int64).reshape(64, 64) % 17
         out = rt.invoke("mm", {"A": a.tobytes()})
         assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(64, 64), a @ a.T)
+        # the driver serves, faults and recovers in workers locked down after open (engine/lockdown.py)
+        states = [slot.details["worker_lockdown"] for slot in rt.engine(engine).slots if slot.alive]
+        _record(f"{engine}_worker_lockdown", states)
+        assert states and all(s.startswith("seccomp deny-list (EPERM): execve,") for s in states), states
         with pytest.raises(KernelFault):
             rt.invoke("boom", {})
         started = time.perf_counter()

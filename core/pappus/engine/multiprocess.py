@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..interfaces import Backend
 from ..memory import ArenaContext, SharedArena
-from . import replies
+from . import lockdown, replies
 from .base import DriverLock, EngineBase, EngineOptions
 from .invocation import MAX_WAIT, Invocation, wait_for
 from .zygote import Zygote
@@ -74,6 +74,7 @@ class _Worker:
         self.pid: int | None = None
         self.capacity = 0
         self.heap_limit: int | None = None
+        self.details: dict[str, object] = {}  # the device details its worker reported at start
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
         self.seq = 0
@@ -92,7 +93,8 @@ class _Worker:
         cfg = self.engine.options.executor_config(share=self.engine.workers)
         try:
             self.pid = self.engine.zygote.spawn("pappus.engine.worker:worker_main", [theirs.fileno()],
-                                                (self.engine.device_spec, cfg, self.index))
+                                                (self.engine.device_spec, cfg, self.index,
+                                                 self.engine.backend.worker_keeps, lockdown.enabled()))
         finally:
             theirs.close()
         conn = connection.Connection(ours.detach())
@@ -114,6 +116,8 @@ class _Worker:
                 raise DeviceError(f"worker {self.index} answered its start with {type(msg).__name__}",
                                   status="protocol_error")
             self.capacity, self.heap_limit = msg.capacity, msg.heap_limit
+            self.details = msg.details
+            self.engine.note_lockdown(self.index, msg.details.get("worker_lockdown"))
             arena_size = 2 * self.capacity + 2 * 1024 * 1024
             self.arena = SharedArena(arena_size, name=f"pappus-{self.engine.name}-{self.index}")
             conn.send(arena_size)
@@ -169,6 +173,7 @@ class MultiprocessEngine(EngineBase):
         self._started_count = 0
         self._start_lock = threading.Lock()
         self.respawn_times: list[float] = []
+        self._warned_unlocked = False
         for t in self._threads:
             t.start()
 
@@ -185,6 +190,12 @@ class MultiprocessEngine(EngineBase):
         return [s.pid for s in self.slots]
 
     # --- supervisor thread per worker --------------------------------------------------------
+
+    def note_lockdown(self, index: int, state: object) -> None:
+        """Warn once per engine when a worker serves without its lockdown (``lockdown.py``)."""
+        if isinstance(state, str) and state.startswith("off") and not self._warned_unlocked:
+            self._warned_unlocked = True
+            log.warning("engine %s: worker %d is not locked down (%s)", self.name, index, state[5:])
 
     def _slot_main(self, slot: _Worker) -> None:
         with slot.driver:

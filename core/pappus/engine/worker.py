@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
 from ..interfaces import DeviceSpec
 from ..memory import SharedArena
-from . import replies
+from . import lockdown, replies
 from .executor import Executor, ExecutorConfig
 from .invocation import FunctionSpec, wait_for
 
@@ -84,8 +84,10 @@ class _Watchdog:
                     log.warning("abort failed", exc_info=True)
 
 
-def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int) -> None:
-    """Entry point of a worker forked by the zygote; ``fd`` is its control socket."""
+def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int, keeps: frozenset[str] = frozenset(),
+                locked: bool = True) -> None:
+    """Entry point of a worker forked by the zygote; ``fd`` is its control socket. Once its device
+    is open it locks itself down (``lockdown.py``), less the calls in ``keeps``, unless not ``locked``."""
     _die_with_parent()
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
@@ -96,7 +98,9 @@ def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int) -
         err = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
         replies.send(conn, replies.StartFailed(err))
         return
-    replies.send(conn, replies.Ready(os.getpid(), executor.capacity, executor.heap_limit, info.name, dict(info.details)))
+    details = dict(info.details)
+    details["worker_lockdown"] = lockdown.lock_down(keeps, enable=locked).describe()
+    replies.send(conn, replies.Ready(os.getpid(), executor.capacity, executor.heap_limit, info.name, details))
     arena_size = conn.recv()
     arena = SharedArena(arena_size, fd=reduction.recv_handle(conn))
     functions: dict[str, FunctionSpec] = {}

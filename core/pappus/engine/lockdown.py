@@ -1,0 +1,106 @@
+"""What a worker process may still do once its device is open: a seccomp deny-list.
+
+A worker runs next to tenant code. On the CPU backend that code is in sandboxed children, but a
+GPU kernel that reaches its worker's host memory (HMM, ATS, XNACK: ``host_access.py``), or a
+driver bug a tenant can trigger, could take the worker over; the worker then has its user's
+rights. After the device is open (the driver has loaded, mapped and started what it needs), the
+worker gives up, for itself and every thread and child, the calls a serving worker never makes
+and a hijacked one would want:
+
+* starting other programs (``execve``, ``execveat``);
+* reading or writing other processes (``ptrace``, ``process_vm_readv``/``writev``, ``kcmp``);
+* the network (``socket`` for IPv4, IPv6 and raw packets; local sockets stay: drivers use them);
+* the kernel's rarer attack surface (``bpf``, ``userfaultfd``, ``io_uring_*``, key rings, module
+  loading, ``kexec``, mounts, namespaces, ``chroot``).
+
+Denied calls fail with EPERM rather than killing the worker, so a driver that does make one
+later gets an error it reports, not a crash that would look like a tenant's fault. A backend that
+still needs one of these calls in its worker names it in ``Backend.worker_keeps`` (the CPU
+backend keeps ``execve``: a reset starts a new device template). ``PAPPUS_WORKER_LOCKDOWN=0``
+turns the lockdown off, for a driver that breaks under it; the device details say which applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .. import seccomp
+
+log = logging.getLogger("pappus.worker")
+
+ENV = "PAPPUS_WORKER_LOCKDOWN"
+
+#: call -> why a worker has no use for it once serving.
+DENIED_CALLS: dict[str, str] = {
+    "execve": "start another program",
+    "execveat": "start another program",
+    "ptrace": "read or control another process",
+    "process_vm_readv": "read another process's memory",
+    "process_vm_writev": "write another process's memory",
+    "kcmp": "inspect another process's resources",
+    "bpf": "load kernel programs",
+    "userfaultfd": "stall the kernel on page faults (exploit aid)",
+    "io_uring_setup": "system calls that seccomp does not see",
+    "io_uring_enter": "system calls that seccomp does not see",
+    "io_uring_register": "system calls that seccomp does not see",
+    "keyctl": "the kernel key rings",
+    "add_key": "the kernel key rings",
+    "request_key": "the kernel key rings",
+    "init_module": "load kernel modules",
+    "finit_module": "load kernel modules",
+    "delete_module": "unload kernel modules",
+    "kexec_load": "replace the kernel",
+    "kexec_file_load": "replace the kernel",
+    "mount": "change mounts",
+    "umount2": "change mounts",
+    "pivot_root": "change mounts",
+    "chroot": "change the root directory",
+    "unshare": "enter new namespaces",
+    "setns": "enter other namespaces",
+}
+
+#: ``socket`` families a worker may not open: the network.
+DENIED_SOCKET_FAMILIES: dict[str, int] = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6,
+                                          "AF_PACKET": getattr(socket, "AF_PACKET", 17)}
+
+
+@dataclass(frozen=True)
+class Lockdown:
+    """What :func:`lock_down` did, for the device details (``worker_lockdown``)."""
+
+    applied: bool
+    denied: tuple[str, ...] = ()
+    reason: str = ""  # why not applied
+
+    def describe(self) -> str:
+        if not self.applied:
+            return f"off: {self.reason}"
+        return "seccomp deny-list (EPERM): " + ", ".join(self.denied)
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    """False only where the operator turned it off (``PAPPUS_WORKER_LOCKDOWN=0``, ``off``, ``no``, ``false``)."""
+    value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()
+    return value not in ("0", "off", "no", "false")
+
+
+def lock_down(keep: Iterable[str] = (), *, enable: bool = True) -> Lockdown:
+    """Install the deny-list in this process, less the calls in ``keep``. Never raises: a worker
+    that cannot be locked down still serves, and says so."""
+    keep = frozenset(keep)
+    if not enable:
+        return Lockdown(False, reason=f"turned off ({ENV}=0)")
+    denials = [seccomp.Denial(call) for call in DENIED_CALLS if call not in keep]
+    if "socket" not in keep:
+        denials.append(seccomp.Denial("socket", tuple(DENIED_SOCKET_FAMILIES.values())))
+    try:
+        denied = seccomp.install_deny_list(denials)
+    except seccomp.SeccompUnavailable as exc:
+        log.warning("worker %d is not locked down: %s", os.getpid(), exc)
+        return Lockdown(False, reason=str(exc))
+    names = [("socket(" + "|".join(DENIED_SOCKET_FAMILIES) + ")") if c == "socket" else c for c in denied]
+    return Lockdown(True, tuple(names))
