@@ -133,3 +133,16 @@ def test_turned_off_the_worker_says_so(tmp_path, monkeypatch, caplog):
         assert "is not locked down (turned off" in caplog.text
     finally:
         rt.close(drain=False, timeout=10)
+
+
+def test_a_backend_that_keeps_a_call_the_lockdown_does_not_deny_is_told_so(tmp_path):
+    import dataclasses
+
+    from pappus.devices.host import HOST_BACKEND
+    from pappus.engine import EngineOptions
+    from pappus.engine.multiprocess import MultiprocessEngine
+
+    typo = dataclasses.replace(HOST_BACKEND, worker_keeps=frozenset({"exec", "execve"}))
+    with pytest.raises(ValueError, match=r"worker_keeps names exec, which the worker lockdown does not deny"):
+        MultiprocessEngine(typo, EngineOptions(workers=1))
+    assert lockdown.unknown_keeps({"execve", "socket"}) == []

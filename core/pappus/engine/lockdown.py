@@ -82,6 +82,11 @@ class Lockdown:
         return "seccomp deny-list (EPERM): " + ", ".join(self.denied)
 
 
+def unknown_keeps(keep: Iterable[str]) -> list[str]:
+    """The names in ``keep`` that are not calls this lockdown denies (a typo keeps nothing)."""
+    return sorted(set(keep) - set(DENIED_CALLS) - {"socket"})
+
+
 def enabled(environ: dict[str, str] | None = None) -> bool:
     """False only where the operator turned it off (``PAPPUS_WORKER_LOCKDOWN=0``, ``off``, ``no``, ``false``)."""
     value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()

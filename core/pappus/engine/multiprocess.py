@@ -165,6 +165,10 @@ class MultiprocessEngine(EngineBase):
         super().__init__(backend, options)
         if options.workers < 1:
             raise ValueError("a multiprocess engine needs at least one worker")
+        unknown = lockdown.unknown_keeps(backend.worker_keeps)
+        if unknown:
+            raise ValueError(f"backend {backend.name!r}: worker_keeps names {', '.join(unknown)}, which the worker "
+                             f"lockdown does not deny (it denies {', '.join(lockdown.DENIED_CALLS)} and socket)")
         factory_module = self.device_spec.factory.partition(":")[0]
         self.zygote = Zygote(["numpy", "pappus.engine.worker", factory_module], name=f"pappus-{self.name}")
         self.slots = [_Worker(self, i) for i in range(options.workers)]
@@ -195,7 +199,7 @@ class MultiprocessEngine(EngineBase):
         """Warn once per engine when a worker serves without its lockdown (``lockdown.py``)."""
         if isinstance(state, str) and state.startswith("off") and not self._warned_unlocked:
             self._warned_unlocked = True
-            log.warning("engine %s: worker %d is not locked down (%s)", self.name, index, state[5:])
+            log.warning("engine %s: worker %d is not locked down (%.200s)", self.name, index, state[5:])
 
     def _slot_main(self, slot: _Worker) -> None:
         with slot.driver:
