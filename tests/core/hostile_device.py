@@ -6,7 +6,8 @@ that on purpose when it launches ``fill_u8`` (or when it opens, with ``forge_at_
 the supervisor a pickle that would run ``os.mkdir(marker)`` in whichever process unpickles it,
 and tries to shrink the arena it shares with the supervisor to nothing. With ``escape_report``
 it instead tries to leave the worker (start a program, open a network socket, read process
-memory, enter a namespace) and writes what each attempt got into that file, as JSON.
+memory, enter a namespace, signal its parent, connect to an abstract unix socket named
+``abstract_socket``) and writes what each attempt got into that file, as JSON.
 """
 
 from __future__ import annotations
@@ -110,10 +111,25 @@ def escape_attempts() -> dict[str, str]:
     }
 
 
+def _connect_abstract(name: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect("\0" + name)
+
+
+def scope_attempts(abstract_socket: str) -> dict[str, str]:
+    """Reaching processes this one did not start: its parent (signal 0 only checks permission)
+    and a listening abstract unix socket named ``abstract_socket``."""
+    return {
+        "signal its parent": _outcome(lambda: os.kill(os.getppid(), 0)),
+        "abstract unix socket": _outcome(lambda: _connect_abstract(abstract_socket)),
+    }
+
+
 class HostileDevice(HostDevice):
     def __init__(self, marker: str = "", forge_at_open: bool = False, escape_report: str = "",
-                 **options: Any) -> None:
+                 abstract_socket: str = "", **options: Any) -> None:
         super().__init__(**options)
+        self.abstract_socket = abstract_socket
         self.marker = marker
         self.forge_at_open = forge_at_open
         self.escape_report = escape_report
@@ -131,7 +147,7 @@ class HostileDevice(HostDevice):
     def launch(self, launch: Launch) -> None:
         if launch.kernel == "fill_u8" and self.escape_report:
             with open(self.escape_report, "w") as fh:
-                json.dump(escape_attempts(), fh)
+                json.dump({**escape_attempts(), **scope_attempts(self.abstract_socket)}, fh)
         elif launch.kernel == "fill_u8":
             self._forge()
             for fd in _arena_fds():  # shrunk, the supervisor would die of SIGBUS on its next access

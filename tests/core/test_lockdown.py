@@ -7,6 +7,8 @@ tests run a device whose kernel tries to leave its worker (tests/core/hostile_de
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from pappus import landlock
 from pappus.engine import lockdown
 
 from .hostile_device import escape_attempts, hostile_runtime
@@ -23,6 +26,21 @@ ALL_ALLOWED = {"spawn a program": "ok", "IPv4 socket": "ok", "IPv6 socket": "ok"
                "read process memory": "ok", "enter a namespace": "EBADF"}
 DENIED = {"spawn a program": "EPERM", "IPv4 socket": "EPERM", "IPv6 socket": "EPERM", "local socket pair": "ok",
           "read process memory": "EPERM", "enter a namespace": "EPERM"}
+
+
+SCOPED = landlock.abi() >= landlock.SCOPES_ABI
+needs_scopes = pytest.mark.skipif(not SCOPED, reason=f"Landlock ABI {landlock.abi()} here; scoping signals and "
+                                  f"abstract unix sockets needs {landlock.SCOPES_ABI} (Linux 6.12)")
+
+
+@pytest.fixture
+def abstract_listener():
+    """A listening abstract unix socket in this (the supervisor's) process; yields its name."""
+    name = f"pappus-lockdown-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind("\0" + name)
+        sock.listen(8)
+        yield name
 
 
 def _in_child(code: str) -> dict:
@@ -97,20 +115,26 @@ def test_turned_off_it_installs_nothing_and_says_why():
     assert escape_attempts()["IPv4 socket"] == "ok"
 
 
-def test_a_workers_kernel_cannot_leave_the_worker(tmp_path):
+def test_a_workers_kernel_cannot_leave_the_worker(tmp_path, abstract_listener):
     """Tenant code that took over its worker (hostile_device.py's ``fill_u8``) tries to start a
-    program, open network sockets, read process memory and unshare: each fails with EPERM, and
-    the worker goes on serving."""
+    program, open network sockets, read process memory, enter a namespace, signal the process
+    that started the worker and connect to the supervisor's abstract socket: each fails with
+    EPERM (the last two where the kernel has Landlock scopes), and the worker goes on serving."""
     report = tmp_path / "escape.json"
-    rt = hostile_runtime(tmp_path, escape_report=str(report))
+    rt = hostile_runtime(tmp_path, escape_report=str(report), abstract_socket=abstract_listener)
     try:
         from .helpers import fill_config
 
         rt.register_function("fill", fill_config())
         assert rt.invoke("fill", {})["X"] == b"\xab" * 4096
-        assert json.loads(report.read_text()) == DENIED
+        scoped = "EPERM" if SCOPED else "ok"
+        assert json.loads(report.read_text()) == {**DENIED, "signal its parent": scoped, "abstract unix socket": scoped}
         engine = rt.engine("hostile-multiprocess")
         assert engine.slots[0].details["worker_lockdown"].startswith("seccomp deny-list (EPERM)")
+        assert engine.slots[0].details["worker_scope"] == (
+            "Landlock: abstract unix sockets, signals of its own processes only" if SCOPED else
+            f"none: this kernel's Landlock ABI is {landlock.abi()}; scoping signals and abstract unix sockets "
+            f"needs {landlock.SCOPES_ABI} (Linux 6.12)")
         a = np.arange(16 * 16, dtype=np.int64).reshape(16, 16)
         assert rt.invoke("mm", {"A": a.tobytes()})["B"] == (a @ a.T + 2).tobytes()
         assert engine.metrics.respawns == 0
@@ -118,18 +142,19 @@ def test_a_workers_kernel_cannot_leave_the_worker(tmp_path):
         rt.close(drain=False, timeout=10)
 
 
-def test_turned_off_the_worker_says_so(tmp_path, monkeypatch, caplog):
+def test_turned_off_the_worker_says_so(tmp_path, monkeypatch, caplog, abstract_listener):
     monkeypatch.setenv(lockdown.ENV, "0")
     report = tmp_path / "escape.json"
-    rt = hostile_runtime(tmp_path, escape_report=str(report))
+    rt = hostile_runtime(tmp_path, escape_report=str(report), abstract_socket=abstract_listener)
     try:
         from .helpers import fill_config
 
         rt.register_function("fill", fill_config())
         with caplog.at_level("WARNING", logger="pappus.engine"):
             assert rt.invoke("fill", {})["X"] == b"\xab" * 4096
-        assert json.loads(report.read_text()) == ALL_ALLOWED
-        assert rt.engine("hostile-multiprocess").slots[0].details["worker_lockdown"].startswith("off: turned off")
+        assert json.loads(report.read_text()) == {**ALL_ALLOWED, "signal its parent": "ok", "abstract unix socket": "ok"}
+        details = rt.engine("hostile-multiprocess").slots[0].details
+        assert details["worker_lockdown"].startswith("off: turned off") and details["worker_scope"].startswith("off")
         assert "is not locked down (turned off" in caplog.text
     finally:
         rt.close(drain=False, timeout=10)
@@ -146,3 +171,39 @@ def test_a_backend_that_keeps_a_call_the_lockdown_does_not_deny_is_told_so(tmp_p
     with pytest.raises(ValueError, match=r"worker_keeps names exec, which the worker lockdown does not deny"):
         MultiprocessEngine(typo, EngineOptions(workers=1))
     assert lockdown.unknown_keeps({"execve", "socket"}) == []
+
+
+@needs_scopes
+def test_a_scoped_process_reaches_only_what_it_started(abstract_listener):
+    """Scoped before it forks (as a worker is before its device starts anything): it can signal
+    and reach its own child, not its parent or the parent's abstract socket."""
+    got = _in_child(f"""
+        import json, os, signal, socket, time
+        from pappus.engine import lockdown
+        from tests.core.hostile_device import scope_attempts
+        state = lockdown.scope()
+        inner = "pappus-lockdown-inner-" + str(os.getpid())
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind("\\0" + inner); listener.listen(1)
+        child = os.fork()
+        if child == 0:
+            time.sleep(30); os._exit(0)
+        own = scope_attempts(inner)["abstract unix socket"]
+        os.kill(child, signal.SIGKILL); os.waitpid(child, 0)
+        print(json.dumps({{"state": state, "own socket": own, "own child": "ok",
+                          **scope_attempts({abstract_listener!r})}}))
+    """)
+    assert got == {"state": "Landlock: abstract unix sockets, signals of its own processes only",
+                   "own socket": "ok", "own child": "ok", "signal its parent": "EPERM",
+                   "abstract unix socket": "EPERM"}
+
+
+def test_a_backend_may_keep_a_scope():
+    got = _in_child("""
+        import json
+        from pappus.engine import lockdown
+        from tests.core.hostile_device import scope_attempts
+        state = lockdown.scope({"signals", "abstract_unix_sockets"})
+        print(json.dumps({"state": state, "signal": scope_attempts("none")["signal its parent"]}))
+    """)
+    assert got == {"state": "none: the backend keeps every scope", "signal": "ok"}

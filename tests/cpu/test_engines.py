@@ -99,7 +99,8 @@ def _template_of(worker_pid: int) -> int:
 def test_a_locked_down_worker_still_restarts_its_dead_template(tmp_path: Path, matmul_lib: Built,
                                                                  sandbox_lib: Built) -> None:
     """A cpu-multiprocess worker is locked down (engine/lockdown.py) less ``execve``, which the
-    CPU device needs for ``reset``: a worker whose template died recovers in place."""
+    CPU device needs for ``reset``, and scoped: a worker whose template died kills what is left of
+    it and recovers in place."""
     rt = make_runtime("cpu-multiprocess", tmp_path, matmul_lib, sandbox_lib, workers=1)
     try:
         check_matmul(rt, 20)
@@ -107,6 +108,8 @@ def test_a_locked_down_worker_still_restarts_its_dead_template(tmp_path: Path, m
         for slot in engine.slots:
             state = slot.details["worker_lockdown"]
             assert state.startswith("seccomp deny-list (EPERM): execveat, ptrace"), state
+            # scoped before its device opened, it still signals the template it started (below)
+            assert slot.details["worker_scope"].startswith(("Landlock: abstract unix sockets, signals", "none:"))
         [pid] = engine.worker_pids()
         assert pid is not None
         old = _template_of(pid)

@@ -421,9 +421,12 @@ def test_runtime_end_to_end_with_a_fault(gpu, objects, tmp_path, engine):
         a = np.arange(64 * 64, dtype=np.int64).reshape(64, 64) % 17
         out = rt.invoke("mm", {"A": a.tobytes()})
         assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(64, 64), a @ a.T)
-        # the driver serves, faults and recovers in workers locked down after open (engine/lockdown.py)
-        states = [slot.details["worker_lockdown"] for slot in rt.engine(engine).slots if slot.alive]
+        # the driver serves, faults and recovers in workers locked down after open, and scoped before
+        # it (engine/lockdown.py; the scope needs Landlock ABI 6, which the GPU machine's kernel may lack)
+        slots = [slot for slot in rt.engine(engine).slots if slot.alive]
+        states = [slot.details["worker_lockdown"] for slot in slots]
         _record(f"{engine}_worker_lockdown", states)
+        _record(f"{engine}_worker_scope", [slot.details["worker_scope"] for slot in slots])
         assert states and all(s.startswith("seccomp deny-list (EPERM): execve,") for s in states), states
         with pytest.raises(KernelFault):
             rt.invoke("boom", {})

@@ -5,7 +5,7 @@ GPU kernel that reaches its worker's host memory (HMM, ATS, XNACK: ``host_access
 driver bug a tenant can trigger, could take the worker over; the worker then has its user's
 rights. After the device is open (the driver has loaded, mapped and started what it needs), the
 worker gives up, for itself and every thread and child, the calls a serving worker never makes
-and a hijacked one would want:
+and a hijacked one would want (a seccomp deny-list, :func:`lock_down`):
 
 * starting other programs (``execve``, ``execveat``);
 * reading or writing other processes (``ptrace``, ``process_vm_readv``/``writev``, ``kcmp``);
@@ -13,11 +13,18 @@ and a hijacked one would want:
 * the kernel's rarer attack surface (``bpf``, ``userfaultfd``, ``io_uring_*``, key rings, module
   loading, ``kexec``, mounts, namespaces, ``chroot``).
 
+Before that, before its device opens (so that every thread the driver starts inherits it), the
+worker scopes itself with Landlock (:func:`scope`, Linux 6.12 and later): it can no longer
+signal, or connect to abstract unix sockets of, any process it did not start itself. Without
+it, code that took a worker over could SIGKILL the serving process, and with it every tenant.
+
 Denied calls fail with EPERM rather than killing the worker, so a driver that does make one
 later gets an error it reports, not a crash that would look like a tenant's fault. A backend that
 still needs one of these calls in its worker names it in ``Backend.worker_keeps`` (the CPU
-backend keeps ``execve``: a reset starts a new device template). ``PAPPUS_WORKER_LOCKDOWN=0``
-turns the lockdown off, for a driver that breaks under it; the device details say which applies.
+backend keeps ``execve``: a reset starts a new device template); it may name the scopes
+(``signals``, ``abstract_unix_sockets``) too. ``PAPPUS_WORKER_LOCKDOWN=0`` turns both off, for
+a driver that breaks under them; the device details say what applies (``worker_lockdown``,
+``worker_scope``).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .. import seccomp
+from .. import landlock, seccomp
 
 log = logging.getLogger("pappus.worker")
 
@@ -83,8 +90,29 @@ class Lockdown:
 
 
 def unknown_keeps(keep: Iterable[str]) -> list[str]:
-    """The names in ``keep`` that are not calls this lockdown denies (a typo keeps nothing)."""
-    return sorted(set(keep) - set(DENIED_CALLS) - {"socket"})
+    """The names in ``keep`` that are neither calls this lockdown denies nor scopes (a typo keeps nothing)."""
+    return sorted(set(keep) - set(DENIED_CALLS) - {"socket"} - set(landlock.SCOPES))
+
+
+def scope(keep: Iterable[str] = (), *, enable: bool = True) -> str:
+    """Scope this process to its own Landlock domain for signals and abstract unix sockets (less
+    those in ``keep``), before it starts any thread; says what it did, for ``worker_scope``.
+    Never raises."""
+    if not enable:
+        return f"off: turned off ({ENV}=0)"
+    names = [name for name in landlock.SCOPES if name not in set(keep)]
+    if not names:
+        return "none: the backend keeps every scope"
+    version = landlock.abi()
+    if version < landlock.SCOPES_ABI:
+        return (f"none: this kernel's Landlock ABI is {version}; scoping signals and abstract unix sockets "
+                f"needs {landlock.SCOPES_ABI} (Linux 6.12)")
+    try:
+        landlock.restrict_scopes(names)
+    except OSError as exc:
+        log.warning("worker %d is not scoped: %s", os.getpid(), exc)
+        return f"none: {exc}"
+    return "Landlock: " + ", ".join(name.replace("_", " ") for name in names) + " of its own processes only"
 
 
 def enabled(environ: dict[str, str] | None = None) -> bool:

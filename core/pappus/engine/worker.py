@@ -86,9 +86,11 @@ class _Watchdog:
 
 def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int, keeps: frozenset[str] = frozenset(),
                 locked: bool = True) -> None:
-    """Entry point of a worker forked by the zygote; ``fd`` is its control socket. Once its device
-    is open it locks itself down (``lockdown.py``), less the calls in ``keeps``, unless not ``locked``."""
+    """Entry point of a worker forked by the zygote; ``fd`` is its control socket. It scopes itself
+    before its device opens and locks itself down once it is open (``lockdown.py``), less what is
+    in ``keeps``, unless not ``locked``."""
     _die_with_parent()
+    scoped = lockdown.scope(keeps, enable=locked)  # first: every thread and child inherits it
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     executor = Executor(spec.create, config)
@@ -100,6 +102,7 @@ def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int, k
         return
     details = dict(info.details)
     details["worker_lockdown"] = lockdown.lock_down(keeps, enable=locked).describe()
+    details["worker_scope"] = scoped
     replies.send(conn, replies.Ready(os.getpid(), executor.capacity, executor.heap_limit, info.name, details))
     arena_size = conn.recv()
     arena = SharedArena(arena_size, fd=reduction.recv_handle(conn))
