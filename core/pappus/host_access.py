@@ -12,16 +12,23 @@ GPU backends ask the device when they open it (``CU_DEVICE_ATTRIBUTE_PAGEABLE_ME
 ``hipDeviceAttributePageableMemoryAccess``) and refuse such a device unless the operator has
 accepted this: the device option ``allow_host_memory_access=True``, or
 ``PAPPUS_ALLOW_HOST_MEMORY_ACCESS=1`` in the environment (for the CLI). Either way the answer is
-reported in the device's details (``pageable_memory_access``).
+reported in the device's details (``pageable_memory_access``). The allowance covers the
+tenants of one worker process, never the serving process: a sequential engine that drives its
+device from a thread of the server refuses such a device whatever the option
+(:func:`refuse_in_serving_process`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import DeviceError
 
 ALLOW_ENV = "PAPPUS_ALLOW_HOST_MEMORY_ACCESS"
+#: The device details key in which a device reports whether its kernels can reach host memory.
+DETAIL = "pageable_memory_access"
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -45,3 +52,17 @@ def refuse_reachable_host_memory(*, device: str, reachable: bool, allowed: bool,
             f"for other tenants. {remedy}. To run anyway, knowing that tenants are then not isolated from each "
             f"other, set the device option allow_host_memory_access=True or {ALLOW_ENV}=1",
             api="open", status="host_memory_reachable", attribute=attribute)
+
+
+def refuse_in_serving_process(details: Mapping[str, Any], *, device: str, engine: str) -> None:
+    """DeviceError (status ``host_memory_reachable``) if a device that an engine drives from the
+    serving process itself reports that its kernels can reach host memory. The operator's
+    allowance covers tenants that share a worker process; here the reach would be the server's
+    own memory (every tenant's inputs, tokens and engines), which no option allows."""
+    if details.get(DETAIL):
+        raise DeviceError(
+            f"kernels on {device} can read and write pageable host memory of the process that drives it, and "
+            f"{engine} drives it from the serving process itself: tenant code could reach every tenant and the "
+            f"server. allow_host_memory_access covers the tenants of one worker process, not this; use the "
+            f"multiprocess engine, whose workers are separate processes",
+            api="open", status="host_memory_reachable", engine=engine)

@@ -127,9 +127,10 @@ def scope_attempts(abstract_socket: str) -> dict[str, str]:
 
 class HostileDevice(HostDevice):
     def __init__(self, marker: str = "", forge_at_open: bool = False, escape_report: str = "",
-                 abstract_socket: str = "", **options: Any) -> None:
+                 abstract_socket: str = "", pageable: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.abstract_socket = abstract_socket
+        self.pageable = pageable  # reports that its kernels reach host memory (an allowed HMM GPU)
         self.marker = marker
         self.forge_at_open = forge_at_open
         self.escape_report = escape_report
@@ -142,7 +143,10 @@ class HostileDevice(HostDevice):
     def open(self) -> Any:
         if self.forge_at_open:  # before the worker's own "ready"
             self._forge()
-        return super().open()
+        info = super().open()
+        if self.pageable:
+            info = dataclasses.replace(info, details={**info.details, "pageable_memory_access": True})
+        return info
 
     def launch(self, launch: Launch) -> None:
         if launch.kernel == "fill_u8" and self.escape_report:
@@ -174,15 +178,15 @@ class _HostileHost:
             device=lambda **options: DeviceSpec("tests.core.hostile_device:create_device", options)))
 
 
-def hostile_runtime(tmp_path: Path, **device_options: Any) -> Runtime:
-    """A one-worker multiprocess runtime on this device, with ``mm`` registered."""
+def hostile_runtime(tmp_path: Path, engine: str = "hostile-multiprocess", **device_options: Any) -> Runtime:
+    """A runtime (one worker, if multiprocess) on this device, with ``mm`` registered."""
     from pappus.plugins import Plugins
 
     from .helpers import HOST_LIB, matmul_config
 
     plugins = Plugins().load()
     plugins.register_module(_HostileHost(), "hostile")
-    rt = Runtime(engine="hostile-multiprocess", state_dir=tmp_path / "state", pool_bytes=4 << 20, workers=1,
+    rt = Runtime(engine=engine, state_dir=tmp_path / "state", pool_bytes=4 << 20, workers=1,
                  plugins=plugins, device_options=device_options)
     rt.register_library("m", HOST_LIB)
     rt.register_function("mm", matmul_config(repeat=1))

@@ -14,6 +14,7 @@ import threading
 import time
 
 from ..errors import DeadlineExceeded, DeviceError, KernelFault, PappusError
+from ..host_access import refuse_in_serving_process
 from ..interfaces import Backend
 from .base import DriverLock, EngineBase, EngineOptions
 from .executor import Executor
@@ -49,9 +50,18 @@ class SequentialEngine(EngineBase):
 
     # --- the engine thread ------------------------------------------------------------------
 
+    def _start_device(self) -> None:
+        """Open the device in this (the serving) process; refuse one whose kernels reach host memory."""
+        info = self.executor.start()
+        try:
+            refuse_in_serving_process(info.details, device=info.name, engine=self.name)
+        except DeviceError:
+            self.executor.close()
+            raise
+
     def _main(self) -> None:
         try:
-            self.executor.start()
+            self._start_device()
         except BaseException as exc:  # report start failures to whoever waits
             self.start_error = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
             self.started.set()
@@ -152,7 +162,7 @@ class SequentialEngine(EngineBase):
     def _replace_device(self) -> None:
         self.executor.close()
         try:
-            self.executor.start()
+            self._start_device()
         except Exception as exc:
             self.mark_unhealthy(f"device could not be restarted: {exc}")
 
