@@ -17,6 +17,9 @@ Before that, before its device opens (so that every thread the driver starts inh
 worker scopes itself with Landlock (:func:`scope`, Linux 6.12 and later): it can no longer
 signal, or connect to abstract unix sockets of, any process it did not start itself. Without
 it, code that took a worker over could SIGKILL the serving process, and with it every tenant.
+Scoping sets no_new_privs first, so a driver's setuid helper (``nvidia-modprobe``, which makes
+missing device nodes) no longer gains rights in a worker; the backends' availability probes,
+which run before any worker in a process of their own, have made those nodes by then.
 
 Denied calls fail with EPERM rather than killing the worker, so a driver that does make one
 later gets an error it reports, not a crash that would look like a tenant's fault. A backend that
