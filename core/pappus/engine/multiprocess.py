@@ -170,7 +170,8 @@ class MultiprocessEngine(EngineBase):
             raise ValueError(f"backend {backend.name!r}: worker_keeps names {', '.join(unknown)}, which the worker "
                              f"lockdown does not deny (it denies {', '.join(lockdown.DENIED_CALLS)} and socket)")
         factory_module = self.device_spec.factory.partition(":")[0]
-        self.zygote = Zygote(["numpy", "pappus.engine.worker", factory_module], name=f"pappus-{self.name}")
+        self.zygote = Zygote(["numpy", "pappus.engine.worker", factory_module, "pappus.engine.lockdown:prepare"],
+                             name=f"pappus-{self.name}")
         self.slots = [_Worker(self, i) for i in range(options.workers)]
         self._threads = [threading.Thread(target=self._slot_main, args=(slot,), daemon=True,
                                           name=f"pappus-{self.name}-sup{slot.index}") for slot in self.slots]

@@ -2,8 +2,9 @@
 
 Why not ``multiprocessing``'s forkserver: it re-imports the caller's ``__main__`` in every
 child, which would run a user's script in each worker. The zygote is started once per engine
-(``python -c "...zygote.main(...)"``), imports pappus and the backend, and then only forks:
-a respawn costs a ``fork()`` plus device set-up, not an interpreter start.
+(``python -c "...zygote.main(...)"``), imports pappus and the backend (and calls the preloads
+given as ``module:function``, which warm what every worker would otherwise build anew), and then
+only forks: a respawn costs a ``fork()`` plus device set-up, not an interpreter start.
 
 Protocol (SOCK_SEQPACKET, pickled tuples, file descriptors as SCM_RIGHTS):
   supervisor -> zygote: (request_id, "module:function", args) + fds passed as the first args
@@ -142,9 +143,12 @@ def main(argv: list[str]) -> None:
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits, and engines are
     # often started from short-lived client threads. The supervisor's death closes our socket.
     sock = socket.socket(fileno=int(argv[0]))
-    for module in argv[1:]:
+    for preload in argv[1:]:  # "module" to import, or "module:function" to call once
         try:
-            importlib.import_module(module)
+            if ":" in preload:
+                _resolve(preload)()
+            else:
+                importlib.import_module(preload)
         except Exception:  # a preload is an optimisation; the child imports what it needs
             pass
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

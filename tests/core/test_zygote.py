@@ -1,0 +1,48 @@
+"""The zygote (engine/zygote.py): what its preloads leave to every worker it forks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pappus.engine.zygote import Zygote
+
+
+def _spawn_report(zygote: Zygote) -> dict:
+    r, w = os.pipe()
+    try:
+        pid = zygote.spawn("tests.core.zygote_probe:report", [w], ())
+    finally:
+        os.close(w)
+    with os.fdopen(r) as fh:
+        got = json.load(fh)
+    assert zygote.wait_exit(pid, 10) == 0
+    return got
+
+
+def test_a_preload_function_runs_once_in_the_zygote_and_every_child_inherits_it():
+    zygote = Zygote(["tests.core.zygote_probe", "tests.core.zygote_probe:warm", "pappus.engine.lockdown:prepare"])
+    try:
+        first, second = _spawn_report(zygote), _spawn_report(zygote)
+    finally:
+        zygote.close()
+    assert first["warmed_by"] == second["warmed_by"] == zygote.pid  # not each child's own pid
+    assert first["pid"] != second["pid"] and zygote.pid not in (first["pid"], second["pid"])
+    assert first["seccomp_loaded"] and second["seccomp_loaded"]  # workers lock down without reparsing
+
+
+def test_without_the_preload_a_child_starts_cold():
+    zygote = Zygote(["tests.core.zygote_probe"])
+    try:
+        got = _spawn_report(zygote)
+    finally:
+        zygote.close()
+    assert got["warmed_by"] is None and not got["seccomp_loaded"]
+
+
+def test_a_preload_that_fails_does_not_stop_the_zygote():
+    zygote = Zygote(["no.such.module", "tests.core.zygote_probe:no_such_function", "tests.core.zygote_probe:warm"])
+    try:
+        assert _spawn_report(zygote)["warmed_by"] == zygote.pid
+    finally:
+        zygote.close()
