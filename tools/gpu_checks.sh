@@ -4,7 +4,7 @@
 #
 #   tools/gpu_checks.sh WHEELHOUSE OUT STAGE...    (OUT/results.tgz: every log and report)
 #   stages: env tests device conformance-seq conformance-mp bench-cuda bench-engines
-#           bench-open bench-faults bench-faults-quota onchip
+#           bench-open bench-faults bench-faults-quota onchip fs-writes
 #
 # The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
 # pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
@@ -72,6 +72,12 @@ for n in (\"PAGEABLE_MEMORY_ACCESS\", \"PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TA
             --engine cuda-sequential --rounds 2 --duration 4 --fault-quota 1:2 --json "$OUT/bench-faults-quota.json" ;;
     onchip)
         stage onchip 120 $PY tools/cuda_onchip_probe.py ;;
+    fs-writes)  # what the CUDA engines write to the file system while they serve, fault and recover
+        # (the data a file-system confinement of GPU workers needs first; docs/security.md)
+        stage fs-writes 240 bash -c "touch /tmp/fs-writes-stamp && sleep 1 &&
+            $PY -m pytest -q -p no:cacheprovider tests/cuda/test_device.py -k runtime_end_to_end;
+            find /tmp /var/tmp /dev/shm /run \"\$HOME\" \"\$PWD\" \( -path $OUT -o -path /tmp/site \) -prune -o \
+                -newer /tmp/fs-writes-stamp -print 2>/dev/null | grep -v -e __pycache__ -e /pytest-of- | sort -u | head -300" ;;
     *) echo "unknown stage $s"; exit 2 ;;
     esac
 done
