@@ -1,4 +1,4 @@
-"""What a worker process may still do once its device is open: a seccomp deny-list.
+"""What a worker process may still do: a Landlock scope before its device opens, a seccomp deny-list after.
 
 A worker runs next to tenant code. On the CPU backend that code is in sandboxed children, but a
 GPU kernel that reaches its worker's host memory (HMM, ATS, XNACK: ``host_access.py``), or a
