@@ -41,16 +41,19 @@ def host_access_allowed(option: bool | str | None) -> bool:
     return bool(option)
 
 
+def _reaches(device: str) -> str:
+    return f"kernels on {device} can read and write pageable host memory of the process that drives it"
+
+
 def refuse_reachable_host_memory(*, device: str, reachable: bool, allowed: bool, attribute: str,
                                  remedy: str) -> None:
     """DeviceError (status ``host_memory_reachable``) if kernels on ``device`` can reach pageable
     host memory and nobody accepted that."""
     if reachable and not allowed:
         raise DeviceError(
-            f"kernels on {device} can read and write pageable host memory of the process that drives it "
-            f"({attribute} is 1), so tenant code could reach past the device into what that process holds "
-            f"for other tenants. {remedy}. To run anyway, knowing that tenants are then not isolated from each "
-            f"other, set the device option allow_host_memory_access=True or {ALLOW_ENV}=1",
+            f"{_reaches(device)} ({attribute} is 1), so tenant code could reach past the device into what "
+            f"that process holds for other tenants. {remedy}. To run anyway, knowing that tenants are then not "
+            f"isolated from each other, set the device option allow_host_memory_access=True or {ALLOW_ENV}=1",
             api="open", status="host_memory_reachable", attribute=attribute)
 
 
@@ -61,8 +64,7 @@ def refuse_in_serving_process(details: Mapping[str, Any], *, device: str, engine
     own memory (every tenant's inputs, tokens and engines), which no option allows."""
     if details.get(DETAIL):
         raise DeviceError(
-            f"kernels on {device} can read and write pageable host memory of the process that drives it, and "
-            f"{engine} drives it from the serving process itself: tenant code could reach every tenant and the "
-            f"server. allow_host_memory_access covers the tenants of one worker process, not this; use the "
-            f"multiprocess engine, whose workers are separate processes",
+            f"{_reaches(device)}, and {engine} drives it from the serving process itself: tenant code could "
+            f"reach every tenant and the server. allow_host_memory_access covers the tenants of one worker "
+            f"process, not this; use the multiprocess engine, whose workers are separate processes",
             api="open", status="host_memory_reachable", engine=engine)
