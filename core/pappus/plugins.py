@@ -276,7 +276,10 @@ class Plugins:
             "name": r.name, "module": r.module, "distribution": r.distribution, "version": r.version,
             "ok": r.ok, "error": r.error, "backends": r.backends, "fault_monitors": r.fault_monitors,
         } for r in self.records.values()]
-        return {"plugins": plugins, "backends": backends, "fault_monitors": monitors}
+        from .engine import lockdown
+
+        return {"plugins": plugins, "backends": backends, "fault_monitors": monitors,
+                "worker_lockdown": lockdown.outlook()}
 
 
 def _names(registry: BackendRegistry | FaultMonitorRegistry) -> list[str]:

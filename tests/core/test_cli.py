@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,21 @@ def test_plugins_json_lists_builtins():
     assert {"host", "cpu", "hip", "hsa"} <= names
     host = next(b for b in report["backends"] if b["name"] == "host")
     assert host["available"] and {e["name"] for e in host["engines"]} == {"host-sequential", "host-multiprocess"}
+
+
+def test_plugins_says_how_workers_will_be_confined_here():
+    from pappus import landlock
+
+    report = json.loads(run_cli("plugins", "--json").stdout)["worker_lockdown"]
+    abi = landlock.abi()
+    scope = (f"yes (Landlock ABI {abi})" if abi >= landlock.SCOPES_ABI else
+             f"no: Landlock ABI {abi}; scoping needs {landlock.SCOPES_ABI} (Linux 6.12)")
+    assert report == {"enabled": True, "seccomp": "yes", "scope": scope}  # seccomp: the CPU backend needs it too
+    table = run_cli("plugins").stdout
+    assert "seccomp deny-list after open: yes" in " ".join(table.split())
+    off = subprocess.run([sys.executable, "-m", "pappus", "plugins", "--json"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PAPPUS_WORKER_LOCKDOWN": "0"})
+    assert json.loads(off.stdout)["worker_lockdown"]["enabled"] is False
 
 
 def test_validate_prints_every_wrong_field(tmp_path, capsys):

@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
             avail = "[green]yes[/]" if m["available"] else f"[red]no[/]: {m['reason']}"
             mt.add_row(m["name"], ", ".join(m["backends"]), avail, m["plugin"])
         console.print(mt)
+    wl = report["worker_lockdown"]
+    console.print(f"worker processes (docs/security.md): seccomp deny-list after open: {wl['seccomp']}; "
+                  f"Landlock scope before open: {wl['scope']}", highlight=False)
     broken = [p for p in report["plugins"] if not p["ok"]]
     for p in broken:
         console.print(f"[red]plugin {p['name']!r} failed to load:[/] {p['error']}")

@@ -127,6 +127,26 @@ def scope(keep: Iterable[str] = (), *, enable: bool = True) -> str:
     return "Landlock: " + ", ".join(name.replace("_", " ") for name in names) + " of its own processes only"
 
 
+def outlook() -> dict[str, object]:
+    """What a worker started now would get, without installing anything (``pappus plugins``)."""
+    if not enabled():
+        off = f"no: turned off ({ENV}=0)"
+        return {"enabled": False, "seccomp": off, "scope": off}
+    try:
+        seccomp.load()
+        with open("/proc/sys/kernel/seccomp/actions_avail") as fh:
+            actions = fh.read().split()
+        filters = "yes" if "errno" in actions else "no: this kernel's seccomp cannot fail a call with an errno"
+    except seccomp.SeccompUnavailable as exc:
+        filters = f"no: {exc}"
+    except OSError:
+        filters = "no: this kernel has no seccomp filters (/proc/sys/kernel/seccomp/actions_avail is missing)"
+    version = landlock.abi()
+    scoped = (f"yes (Landlock ABI {version})" if version >= landlock.SCOPES_ABI else
+              f"no: Landlock ABI {version}; scoping needs {landlock.SCOPES_ABI} (Linux 6.12)")
+    return {"enabled": True, "seccomp": filters, "scope": scoped}
+
+
 def enabled(environ: dict[str, str] | None = None) -> bool:
     """False only where the operator turned it off (``PAPPUS_WORKER_LOCKDOWN=0``, ``off``, ``no``, ``false``)."""
     value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()
