@@ -75,7 +75,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             lines.append(f"  known gaps: {len(backend.known_gaps)}")
     except Exception as exc:  # the header must never hide the real error, which the tests show
         lines.append(f"  backend not loadable: {exc}")
-    for var in ("PAPPUS_BACKEND", "PAPPUS_ENGINE", "PAPPUS_PLUGINS", "PAPPUS_PLUGIN_MODULES", "PAPPUS_HOME"):
+    from pappus.engine import lockdown
+
+    outlook = lockdown.outlook()
+    lines.append(f"  workers: seccomp deny-list {outlook['seccomp']}; Landlock scope {outlook['scope']}")
+    for var in ("PAPPUS_BACKEND", "PAPPUS_ENGINE", "PAPPUS_PLUGINS", "PAPPUS_PLUGIN_MODULES", "PAPPUS_HOME",
+                "PAPPUS_WORKER_LOCKDOWN", "PAPPUS_ALLOW_HOST_MEMORY_ACCESS"):
         if os.environ.get(var):
             lines.append(f"  {var}={os.environ[var]}")
     return lines
