@@ -65,6 +65,17 @@ def load() -> tuple[Any, Any]:
     return _loaded
 
 
+def kernel_actions() -> list[str]:
+    """The filter actions this kernel offers (``allow``, ``errno``, ``trap``, ...), read without
+    libseccomp; :class:`SeccompUnavailable` if it has no seccomp filters at all."""
+    try:
+        with open("/proc/sys/kernel/seccomp/actions_avail") as fh:
+            return fh.read().split()
+    except OSError:
+        raise SeccompUnavailable("the kernel has no seccomp filter support "
+                                 "(/proc/sys/kernel/seccomp/actions_avail is missing)") from None
+
+
 def syscall_name(number: int, arch: int) -> str | None:
     """The name libseccomp knows for ``number`` on ``arch`` (an AUDIT_ARCH_* token), else None."""
     try:

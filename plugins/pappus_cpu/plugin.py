@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from pathlib import Path
 from typing import Any
 
+from pappus import seccomp
 from pappus.hookspecs import hookimpl
 from pappus.interfaces import Availability, Backend, DeviceSpec, capabilities
 
@@ -25,12 +25,10 @@ def check() -> Availability:
 
     if find_cc() is None:
         return Availability(False, "no C compiler found to build the device template (install gcc or set PAPPUS_CC)")
-    actions = Path("/proc/sys/kernel/seccomp/actions_avail")
     try:
-        avail = actions.read_text().split()
-    except OSError:
-        return Availability(False, "the kernel has no seccomp filter support "
-                                   "(/proc/sys/kernel/seccomp/actions_avail is missing)")
+        avail = seccomp.kernel_actions()
+    except seccomp.SeccompUnavailable as exc:
+        return Availability(False, str(exc))
     missing = [a for a in ("trap", "allow") if a not in avail]
     if missing:
         return Availability(False, f"the kernel's seccomp lacks the actions {', '.join(missing)}")

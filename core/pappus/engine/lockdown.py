@@ -43,6 +43,7 @@ from .. import landlock, seccomp
 log = logging.getLogger("pappus.worker")
 
 ENV = "PAPPUS_WORKER_LOCKDOWN"
+_TURNED_OFF = f"turned off ({ENV}=0)"
 
 #: call -> why a worker has no use for it once serving.
 DENIED_CALLS: dict[str, str] = {
@@ -111,8 +112,9 @@ def scope(keep: Iterable[str] = (), *, enable: bool = True) -> str:
     those in ``keep``), before it starts any thread; says what it did, for ``worker_scope``.
     Never raises."""
     if not enable:
-        return f"off: turned off ({ENV}=0)"
-    names = [name for name in landlock.SCOPES if name not in set(keep)]
+        return f"off: {_TURNED_OFF}"
+    keep = frozenset(keep)
+    names = [name for name in landlock.SCOPES if name not in keep]
     if not names:
         return "none: the backend keeps every scope"
     version = landlock.abi()
@@ -130,17 +132,14 @@ def scope(keep: Iterable[str] = (), *, enable: bool = True) -> str:
 def outlook() -> dict[str, object]:
     """What a worker started now would get, without installing anything (``pappus plugins``)."""
     if not enabled():
-        off = f"no: turned off ({ENV}=0)"
+        off = f"no: {_TURNED_OFF}"
         return {"enabled": False, "seccomp": off, "scope": off}
     try:
         seccomp.load()
-        with open("/proc/sys/kernel/seccomp/actions_avail") as fh:
-            actions = fh.read().split()
+        actions = seccomp.kernel_actions()
         filters = "yes" if "errno" in actions else "no: this kernel's seccomp cannot fail a call with an errno"
     except seccomp.SeccompUnavailable as exc:
         filters = f"no: {exc}"
-    except OSError:
-        filters = "no: this kernel has no seccomp filters (/proc/sys/kernel/seccomp/actions_avail is missing)"
     version = landlock.abi()
     scoped = (f"yes (Landlock ABI {version})" if version >= landlock.SCOPES_ABI else
               f"no: Landlock ABI {version}; scoping needs {landlock.SCOPES_ABI} (Linux 6.12)")
@@ -158,7 +157,7 @@ def lock_down(keep: Iterable[str] = (), *, enable: bool = True) -> Lockdown:
     that cannot be locked down still serves, and says so."""
     keep = frozenset(keep)
     if not enable:
-        return Lockdown(False, reason=f"turned off ({ENV}=0)")
+        return Lockdown(False, reason=_TURNED_OFF)
     denials = [seccomp.Denial(call) for call in DENIED_CALLS if call not in keep]
     if "socket" not in keep:
         denials.append(seccomp.Denial("socket", tuple(DENIED_SOCKET_FAMILIES.values())))

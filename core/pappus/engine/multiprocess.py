@@ -20,6 +20,7 @@ import threading
 import time
 from multiprocessing import connection, reduction
 
+from .. import landlock
 from ..errors import (
     DeadlineExceeded,
     DeviceError,
@@ -168,7 +169,8 @@ class MultiprocessEngine(EngineBase):
         unknown = lockdown.unknown_keeps(backend.worker_keeps)
         if unknown:
             raise ValueError(f"backend {backend.name!r}: worker_keeps names {', '.join(unknown)}, which the worker "
-                             f"lockdown does not deny (it denies {', '.join(lockdown.DENIED_CALLS)} and socket)")
+                             f"lockdown does not deny (it denies {', '.join(lockdown.DENIED_CALLS)} and socket, "
+                             f"and scopes {', '.join(landlock.SCOPES)})")
         factory_module = self.device_spec.factory.partition(":")[0]
         self.zygote = Zygote(["numpy", "pappus.engine.worker", factory_module, "pappus.engine.lockdown:prepare"],
                              name=f"pappus-{self.name}")
