@@ -17,17 +17,16 @@ engine replaces the device (the multiprocess engine replaces the worker process)
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.devices.binding import env_index
+from pappus.devices.gpu import DriverCalls, GpuDevice, LoadedKernel, LoadedModule, limits_from
+from pappus.errors import BackendUnavailable, DeviceError, KernelFault, PappusError
 from pappus.host_access import host_access_allowed, refuse_reachable_host_memory
-from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
-from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
+from pappus.interfaces import DeviceInfo
+from pappus.kernels import DeviceLimits, KernelInfo, KernelParam, LibraryInfo
 from pappus.plan import Launch
 
 from . import cubin, runtime
@@ -39,8 +38,7 @@ DEFAULT_DYNAMIC_SHARED = 48 * 1024
 
 
 def configured_device() -> int:
-    env = os.environ.get("PAPPUS_CUDA_DEVICE", "").strip()
-    return int(env) if env.isdigit() else 0
+    return env_index("PAPPUS_CUDA_DEVICE")
 
 
 # --- kernel-argument marshalling ------------------------------------------------------------
@@ -123,28 +121,11 @@ class PackedArgs:
 
 
 @dataclass(eq=False)
-class CudaModule:
-    """A loaded library: the validated image, what it declares, and the driver's module handle."""
+class CudaKernel(LoadedKernel):
+    """What :meth:`CudaDevice.launch` needs besides the function: the parameter layout, and what
+    the kernel may use on chip."""
 
-    sha256: str
-    image: bytes
-    kind: str
-    info: LibraryInfo
-    handle: Any
-    generation: int
-    functions: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class CudaKernel:
-    """What :meth:`CudaDevice.launch` needs: the function and the parameter layout."""
-
-    name: str
-    module: CudaModule
-    params: tuple[KernelParam, ...]
     layout: ParamLayout
-    function: Any
-    generation: int
     dynamic_shared_limit: int = DEFAULT_DYNAMIC_SHARED
     #: (static shared bytes, local bytes per thread) as the driver reports them, read at first launch
     usage: tuple[int, int] | None = None
@@ -153,7 +134,7 @@ class CudaKernel:
 # --- the device -------------------------------------------------------------------------------
 
 
-class CudaDevice(DeviceAPI):
+class CudaDevice(GpuDevice):
     """One NVIDIA GPU through the CUDA driver API.
 
     Options: ``device_index`` (``device`` too; ``PAPPUS_CUDA_DEVICE``, default 0), ``context``
@@ -168,12 +149,17 @@ class CudaDevice(DeviceAPI):
     ``pappus.host_access``).
     """
 
-    bounds_writes = False  # a GPU kernel can write anywhere in its context
+    calls = DriverCalls(vendor="CUDA", mem_info="cuMemGetInfo", alloc="cuMemAlloc", free="cuMemFree",
+                        memset="cuMemsetD8", copy_in="cuMemcpyHtoD", copy_out="cuMemcpyDtoH",
+                        synchronize="cuCtxSynchronize", load_module="cuModuleLoadData",
+                        get_function="cuModuleGetFunction", unload_module="cuModuleUnload", launch="cuLaunchKernel",
+                        not_found="CUDA_ERROR_NOT_FOUND", out_of_memory="CUDA_ERROR_OUT_OF_MEMORY")
 
     def __init__(self, device_index: int | None = None, *, device: int | None = None, context: str = "primary",
                  heap_limit: int = 0, arch: str | None = None, launch_params: str = "pointers",
                  allow_writable_globals: bool = False, scrub_on_chip: bool = True,
                  allow_host_memory_access: bool | str | None = None, _driver: Any = None, **_: Any) -> None:
+        super().__init__()
         index = device_index if device_index is not None else device
         self.index = configured_device() if index is None else int(index)
         if context not in ("primary", "own"):
@@ -193,25 +179,13 @@ class CudaDevice(DeviceAPI):
         self._dirty_local = 0  # the largest local frame (bytes per thread) used since the last scrub
         self._dirty_registers = False  # a kernel ran since the last scrub (every kernel uses registers)
         self._driver = _driver
-        self._local = threading.local()
-        self._generation = 0
-        self._opened = False
-        self._healthy = True
         self._fault: PappusError | None = None
         self._dev: Any = None
         self._ctx: Any = None
         self._retains = 0
-        self._pool: Any = None
         self.arch: str | None = None
-        self.base = 0
-        self.pool_bytes = 0
-        self.heap_limit: int | None = None
         self.heap_limit_notes: list[str] = []
-        self._pending: list[PackedArgs] = []  # argument buffers alive until synchronize
         self._launched: list[str] = []  # kernels enqueued since the last synchronize
-        self._modules: list[CudaModule] = []
-        self.loads = 0
-        self.launches = 0
         self.resets = 0
         self.last_reset_seconds: float | None = None
 
@@ -237,20 +211,13 @@ class CudaDevice(DeviceAPI):
                     self._fault = exc
             raise
 
-    def _ensure_current(self) -> None:
-        """A context is current per thread: make ours current in every thread that drives it."""
-        if getattr(self._local, "generation", None) != self._generation:
-            self._call("cuCtxSetCurrent", self._ctx)
-            self._local.generation = self._generation
+    def _make_current(self) -> None:
+        self._call("cuCtxSetCurrent", self._ctx)
 
-    def _require_open(self) -> None:
-        if not self._opened:
-            raise DeviceError("the CUDA device is not open", api="open", status="not_open")
-        if not self._healthy:
-            self._raise_unusable()
-        self._ensure_current()
-
-    def _raise_unusable(self) -> None:
+    def _check_usable(self) -> None:
+        """After a sticky error every call fails: say so, with the error that made it sticky."""
+        if self._healthy:
+            return
         fault = self._fault
         status = fault.fields.get("status") if fault else None
         message = (f"the CUDA context is unusable after {status or 'a fault'} until the device is reset"
@@ -348,135 +315,34 @@ class CudaDevice(DeviceAPI):
 
     def _limits(self) -> DeviceLimits:
         attr = self.driver.CUdevice_attribute
-        default = DeviceLimits()
+        return limits_from(lambda name: self._call("cuDeviceGetAttribute", getattr(attr, name), self._dev), (
+            "CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK", "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X",
+            "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y", "CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z",
+            "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X", "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y",
+            "CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z", "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"),
+            default_shared=DEFAULT_DYNAMIC_SHARED)
 
-        def get(name: str, fallback: int) -> int:
-            try:
-                value = int(self._call("cuDeviceGetAttribute", getattr(attr, name), self._dev))
-                return value if value > 0 else fallback
-            except Exception:
-                return fallback
-
-        return DeviceLimits(
-            max_block_threads=get("CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK", default.max_block_threads),
-            max_block_dims=(get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X", default.max_block_dims[0]),
-                            get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y", default.max_block_dims[1]),
-                            get("CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z", default.max_block_dims[2])),
-            max_grid_dims=(get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X", default.max_grid_dims[0]),
-                           get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y", default.max_grid_dims[1]),
-                           get("CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z", default.max_grid_dims[2])),
-            max_shared_bytes=get("CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", DEFAULT_DYNAMIC_SHARED),
-        )
-
-    def memory_info(self) -> tuple[int, int]:
-        """(free, total) bytes as cuMemGetInfo reports them now."""
-        self._require_open()
-        free, total = self._call("cuMemGetInfo")
-        return int(free), int(total)
-
-    # --- DeviceAPI: memory -------------------------------------------------------------------
+    # --- DeviceAPI: memory, modules and kernels (GpuDevice) ---------------------------------------
 
     def reserve(self, nbytes: int) -> int:
-        self._require_open()
-        if self._pool is not None:
-            raise DeviceError("the pool is already reserved", api="cuMemAlloc", status="already_reserved")
-        if nbytes <= 0:
-            raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="cuMemAlloc", status="bad_size")
-        base = self._allocate_pool(int(nbytes))
+        base = super().reserve(nbytes)
         if self.scrub_on_chip:  # what an earlier context left on the chip: shared memory, 1 KiB frames, registers
             self._dirty_shared, self._dirty_local, self._dirty_registers = True, 1024, True
             self.clear_private_state()
         return base
 
-    def _allocate_pool(self, nbytes: int) -> int:
-        free, _ = self._call("cuMemGetInfo")
-        if nbytes > int(free):
-            raise DeviceError(f"a pool of {nbytes} bytes does not fit in the device's {int(free)} free bytes",
-                              api="cuMemAlloc", status="CUDA_ERROR_OUT_OF_MEMORY", requested=nbytes, free=int(free))
-        pool = self._call("cuMemAlloc", nbytes)
-        self._pool, self.pool_bytes, self.base = pool, nbytes, int(pool)
-        # Memory fresh from cuMemAlloc may hold what an earlier context left there: clear it once.
-        self._call("cuMemsetD8", pool, 0, nbytes)
-        self._call("cuCtxSynchronize")
-        return self.base
+    def _inspect(self, data: bytes) -> tuple[bytes, LibraryInfo, str]:
+        # For a fatbin, the one entry chosen for this GPU.
+        found = cubin.inspect(data, self.arch, allow_writable_globals=self.allow_writable_globals)
+        return found.image, found.library, found.kind
 
-    @property
-    def pool_base(self) -> int:
-        return self.base
+    def _kernel(self, module: LoadedModule, name: str, info: KernelInfo, function: Any) -> CudaKernel:
+        return CudaKernel(name=name, module=module, params=info.params, function=function,
+                          generation=self._generation, layout=ParamLayout.of(info.params))
 
-    def _check_range(self, address: int, nbytes: int, what: str) -> None:
-        if self._pool is None or address < self.base or address + nbytes > self.base + self.pool_bytes:
-            raise DeviceError(f"{what} of {nbytes} bytes at {address:#x} is outside the pool "
-                              f"[{self.base:#x}, {self.base + self.pool_bytes:#x})", api=what, status="out_of_pool")
-
-    def write(self, address: int, data: memoryview) -> None:
-        self._require_open()
-        view = _bytes_view(data)
-        n = view.nbytes
-        if n == 0:
-            return
-        self._check_range(address, n, "write")
-        self._call("cuMemcpyHtoD", address, view, n)
-
-    def read(self, address: int, out: memoryview) -> None:
-        self._require_open()
-        view = _bytes_view(out)
-        n = view.nbytes
-        if n == 0:
-            return
-        if view.readonly:
-            raise DeviceError("read() needs a writable buffer", api="cuMemcpyDtoH", status="readonly_buffer")
-        self._check_range(address, n, "read")
-        self._call("cuMemcpyDtoH", view, address, n)
-
-    def memset(self, address: int, value: int, nbytes: int) -> None:
-        self._require_open()
-        if nbytes == 0:
-            return
-        self._check_range(address, nbytes, "memset")
-        self._call("cuMemsetD8", address, value & 0xFF, nbytes)
-
-    # --- DeviceAPI: modules and kernels --------------------------------------------------------
-
-    def load_module(self, image: LibraryImage) -> CudaModule:
-        self._require_open()
-        if hashlib.sha256(image.data).hexdigest() != image.sha256:
-            raise LibraryError("library bytes do not match their registered sha256")
-        # Load exactly what validation read: for a fatbin, the one entry chosen for this GPU.
-        found = cubin.inspect(image.data, self.arch, allow_writable_globals=self.allow_writable_globals)
-        handle = self._call("cuModuleLoadData", found.image)
-        module = CudaModule(image.sha256, found.image, found.kind, found.library, handle, self._generation)
-        self._modules.append(module)
-        self.loads += 1
-        return module
-
-    def _module_handle(self, module: CudaModule) -> Any:
-        if module.generation != self._generation:  # unloaded by a reset: load it again
-            module.handle = self._call("cuModuleLoadData", module.image)
-            module.generation = self._generation
-            module.functions.clear()
-            if module not in self._modules:
-                self._modules.append(module)
-        return module.handle
-
-    def _function(self, module: CudaModule, name: str) -> Any:
-        handle = self._module_handle(module)
-        fn = module.functions.get(name)
-        if fn is None:
-            fn = module.functions[name] = self._call("cuModuleGetFunction", handle, name.encode("utf-8"), kernel=name)
-        return fn
-
-    def get_kernel(self, module: Any, name: str) -> CudaKernel:
-        self._require_open()
-        if not isinstance(module, CudaModule):
-            raise DeviceError(f"not a module of this device: {type(module).__name__}", api="cuModuleGetFunction",
-                              status="bad_handle")
-        info = module.info.kernel(name)
-        if info is None:
-            raise DeviceError(f"kernel {name!r} is not in the module", api="cuModuleGetFunction",
-                              status="CUDA_ERROR_NOT_FOUND", kernel=name)
-        return CudaKernel(name, module, info.params, ParamLayout.of(info.params), self._function(module, name),
-                          self._generation)
+    def _kernel_reloaded(self, kernel: LoadedKernel) -> None:
+        if isinstance(kernel, CudaKernel):  # a new context has not opted the kernel in yet
+            kernel.dynamic_shared_limit = DEFAULT_DYNAMIC_SHARED
 
     def function_attribute(self, kernel: CudaKernel, name: str) -> int:
         """A CU_FUNC_ATTRIBUTE_* of a kernel (e.g. "SHARED_SIZE_BYTES"), as the driver reports it."""
@@ -491,14 +357,7 @@ class CudaDevice(DeviceAPI):
 
     def launch(self, launch: Launch) -> None:
         self._require_open()
-        kernel = launch.handle
-        if not isinstance(kernel, CudaKernel):
-            raise DeviceError(f"kernel {launch.kernel!r} has no handle of this device", api="cuLaunchKernel",
-                              status="bad_handle", kernel=launch.kernel)
-        if kernel.generation != self._generation:
-            kernel.function = self._function(kernel.module, kernel.name)
-            kernel.generation = self._generation
-            kernel.dynamic_shared_limit = DEFAULT_DYNAMIC_SHARED
+        kernel: CudaKernel = self._launch_kernel(launch)
         packed = PackedArgs(kernel.name, kernel.layout, launch.args)
         shared = int(launch.shared_mem_bytes)
         if shared > kernel.dynamic_shared_limit:  # opt in to more than 48 KiB of dynamic shared memory
@@ -548,18 +407,6 @@ class CudaDevice(DeviceAPI):
         finally:
             self._pending.clear()
             self._launched.clear()
-
-    def unload_module(self, module: Any) -> None:
-        if not isinstance(module, CudaModule):
-            return
-        if module in self._modules:
-            self._modules.remove(module)
-        if module.generation == self._generation and module.handle is not None and self._opened and self._healthy:
-            self._ensure_current()
-            self._call("cuModuleUnload", module.handle)
-        module.handle = None
-        module.generation = -1
-        module.functions.clear()
 
     # --- heap limit ------------------------------------------------------------------------------
 
@@ -641,24 +488,13 @@ class CudaDevice(DeviceAPI):
         self.last_reset_seconds = time.perf_counter() - started
         return self.base
 
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
     def close(self) -> None:
         if self._ctx is None and not self._opened:
             return
         try:
             if self._healthy and self._ctx is not None:
                 try:
-                    self._ensure_current()
-                    for module in list(self._modules):
-                        try:
-                            self.unload_module(module)
-                        except PappusError:
-                            pass
-                    if self._pool is not None:
-                        runtime.checked(self.driver, "cuMemFree", self._pool)
+                    self._release_modules_and_pool()
                     if self._scrubber is not None:
                         self._scrubber.close()
                 except PappusError:
@@ -668,13 +504,6 @@ class CudaDevice(DeviceAPI):
             self._pool, self.base, self._opened, self._scrubber = None, 0, False, None
             self._modules.clear()
             self._pending.clear()
-
-
-def _bytes_view(data: Any) -> memoryview:
-    view = data if isinstance(data, memoryview) else memoryview(data)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
 
 
 def create_device(**options: Any) -> CudaDevice:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from pappus.devices.binding import env_flag, env_index
 from pappus.interfaces import Driver
 from pappus.kernels import DeviceLimits, LibraryInfo
 
@@ -34,7 +35,7 @@ class CudaDriver(Driver):
     def allow_writable_globals(self) -> bool:
         if self._allow is not None:
             return self._allow
-        return os.environ.get("PAPPUS_CUDA_ALLOW_WRITABLE_GLOBALS", "").strip().lower() in ("1", "true", "yes")
+        return env_flag("PAPPUS_CUDA_ALLOW_WRITABLE_GLOBALS")
 
     def target(self) -> str | None:
         return self.arch or configured_arch() or device_arch()
@@ -67,8 +68,7 @@ def device_shared_optin() -> int | None:
 
 
 def _index() -> int:
-    env = os.environ.get("PAPPUS_CUDA_DEVICE", "").strip()
-    return int(env) if env.isdigit() else 0
+    return env_index("PAPPUS_CUDA_DEVICE")
 
 
 def device_arch() -> str | None:

@@ -14,17 +14,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from pappus.devices.binding import IsolatedProbe, checked_call
+from pappus.devices.binding import status_name as _status_name
 from pappus.errors import DeviceError, KernelFault
 from pappus.host_access import ALLOW_ENV, host_access_allowed
-from pappus.interfaces import Availability
 
 NOT_INSTALLED = "cuda-bindings is not installed (pip install 'pappus[cuda]')"
 NO_DRIVER = "libcuda.so.1 not found (no NVIDIA driver)"
@@ -128,17 +125,7 @@ def _fmt(version: tuple[int, ...]) -> str:
 
 def status_name(err: Any) -> tuple[str, int]:
     """(name, value) of a CUresult, from the enum alone (no driver call)."""
-    try:
-        value = int(err)
-    except Exception:
-        value = -1
-    name = getattr(err, "name", None)
-    if not isinstance(name, str):
-        try:
-            name = load_driver().CUresult(value).name
-        except Exception:
-            name = f"CUresult({value})"
-    return name, value
+    return _status_name(err, lambda value: load_driver().CUresult(value).name, "CUresult({})")
 
 
 def error_for(api: str, err: Any, **facts: Any) -> DeviceError | KernelFault | None:
@@ -166,26 +153,7 @@ def checked(driver: Any, api: str, *args: Any, **facts: Any) -> Any:
     value, or the tuple of values. Any exception from the binding itself (a missing library, a
     wrong argument type) becomes a DeviceError naming the API.
     """
-    fn = getattr(driver, api, None)
-    if fn is None:
-        raise DeviceError(f"{api} is not in this cuda-bindings", api=api, status="missing_binding")
-    try:
-        result = fn(*args)
-    except (KernelFault, DeviceError):
-        raise
-    except Exception as exc:
-        raise DeviceError(f"{api} failed in the binding: {type(exc).__name__}: {exc}", api=api,
-                          status="binding_error") from None
-    if isinstance(result, tuple):
-        err, values = result[0], result[1:]
-    else:
-        err, values = result, ()
-    problem = error_for(api, err, **facts)
-    if problem is not None:
-        raise problem
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
+    return checked_call(driver, api, args, facts, error_for, "cuda-bindings")
 
 
 # --- availability ---------------------------------------------------------------------------------
@@ -309,50 +277,13 @@ def device_arch_and_name(driver: Any, index: int) -> tuple[str, str]:
     return f"sm_{major}{minor}", name
 
 
-_cache: ProbeResult | None = None
-_cache_lock = threading.Lock()
-
-
-def probe_isolated(timeout: float = 60.0) -> ProbeResult:
-    """:func:`probe` in a fresh interpreter (``PAPPUS_CUDA_PROBE=inline`` runs it here instead)."""
-    if os.environ.get("PAPPUS_CUDA_PROBE", "").lower() == "inline":
-        return probe()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = f"import sys; sys.path.append({here!r}); import pappus_cuda.runtime as r; r._main()"
-    try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return ProbeResult(installed=True, reason=f"the CUDA probe did not answer within {timeout:g} s")
-    except OSError as exc:
-        return ProbeResult(installed=True, reason=f"the CUDA probe could not start: {exc}")
-    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        return ProbeResult(**json.loads(lines[-1]))
-    except Exception:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return ProbeResult(installed=True, reason=f"the CUDA probe failed: {tail[0][:200]}")
-
-
-def _main() -> None:
-    """Entry of the probe subprocess: one JSON line on stdout."""
-    sys.stdout.write(json.dumps(asdict(probe())) + "\n")
-
-
-def probe_cached(refresh: bool = False) -> ProbeResult:
-    global _cache
-    with _cache_lock:
-        if _cache is None or refresh:
-            _cache = probe_isolated()
-        return _cache
-
-
-def availability(refresh: bool = False) -> Availability:
-    """Whether the CUDA backend can run here, and exactly why not. Never raises, never prints."""
-    try:
-        if not bindings_installed():
-            return Availability(False, NOT_INSTALLED)
-        result = probe_cached(refresh)
-        return Availability(result.available, result.reason)
-    except Exception as exc:  # pragma: no cover - belt and braces
-        return Availability(False, f"CUDA availability check failed: {type(exc).__name__}: {exc}")
+_PROBE = IsolatedProbe(label="CUDA", module="pappus_cuda.runtime", result=ProbeResult, probe=lambda: probe(),
+                       search_path=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       inline_env="PAPPUS_CUDA_PROBE", installed=lambda: bindings_installed(),
+                       not_installed=NOT_INSTALLED)
+_main = _PROBE.main  # the probe subprocess's entry
+#: :func:`probe` in a fresh interpreter (``PAPPUS_CUDA_PROBE=inline`` runs it here instead)
+probe_isolated = _PROBE.isolated
+probe_cached = _PROBE.cached  # the isolated answer, asked once per process
+#: whether the CUDA backend can run here, and exactly why not; never raises, never prints
+availability = _PROBE.availability

@@ -14,17 +14,17 @@ bookkeeping) are tested against a fake runtime.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError, PappusError
+from pappus.devices.binding import env_index
+from pappus.devices.gpu import DriverCalls, GpuDevice, LoadedKernel, LoadedModule, limits_from
+from pappus.errors import BackendUnavailable, DeviceError, KernelFault, PappusError
 from pappus.host_access import host_access_allowed, refuse_reachable_host_memory
-from pappus.interfaces import DeviceAPI, DeviceInfo, LibraryImage
-from pappus.kernels import DeviceLimits, KernelParam, LibraryInfo
+from pappus.interfaces import DeviceInfo
+from pappus.kernels import DeviceLimits, KernelInfo, KernelParam, LibraryInfo
 from pappus.plan import Launch
 
 from . import codeobject, runtime
@@ -85,68 +85,42 @@ def pack_kernargs(kernel: str, params: tuple[KernelParam, ...], offsets: tuple[i
 
 
 @dataclass(eq=False)
-class HipModule:
-    """A loaded library: the validated ELF, what it declares, and the runtime's module handle."""
+class HipKernel(LoadedKernel):
+    """What :meth:`HipDevice.launch` needs besides the function: the kernel's kernarg layout."""
 
-    sha256: str
-    elf: bytes
-    info: LibraryInfo
-    handle: Any
-    generation: int
-    functions: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class HipKernel:
-    """What :meth:`HipDevice.launch` needs: the function and the kernel's kernarg layout."""
-
-    name: str
-    module: HipModule
-    params: tuple[KernelParam, ...]
     offsets: tuple[int, ...]
     span: int
-    function: Any
-    generation: int
 
 
 # --- the device -------------------------------------------------------------------------------
 
 
-class HipDevice(DeviceAPI):
+class HipDevice(GpuDevice):
     """One AMD GPU through hip-python. Options: ``device`` (index; ``PAPPUS_HIP_DEVICE``, default
     0), ``heap_limit`` (device malloc heap, default 0), ``arch`` (override the target id),
     ``allow_writable_globals`` (default False), ``allow_host_memory_access`` (default:
     ``PAPPUS_ALLOW_HOST_MEMORY_ACCESS``, else False: a device whose kernels can reach pageable host
     memory, XNACK on, is refused; see ``pappus.host_access``)."""
 
-    bounds_writes = False  # a GPU kernel can write anywhere in the pool
+    calls = DriverCalls(vendor="HIP", mem_info="hipMemGetInfo", alloc="hipMalloc", free="hipFree",
+                        memset="hipMemsetD8", copy_in="hipMemcpyHtoD", copy_out="hipMemcpyDtoH",
+                        synchronize="hipDeviceSynchronize", load_module="hipModuleLoadData",
+                        get_function="hipModuleGetFunction", unload_module="hipModuleUnload",
+                        launch="hipModuleLaunchKernel", not_found="hipErrorNotFound",
+                        out_of_memory="hipErrorOutOfMemory")
 
     def __init__(self, device: int | None = None, heap_limit: int = 0, arch: str | None = None,
                  allow_writable_globals: bool = False, allow_host_memory_access: bool | str | None = None,
                  _hip: Any = None, **_: Any) -> None:
-        if device is None:
-            env = os.environ.get("PAPPUS_HIP_DEVICE", "").strip()
-            device = int(env) if env.isdigit() else 0
-        self.index = int(device)
+        super().__init__()
+        self.index = env_index("PAPPUS_HIP_DEVICE") if device is None else int(device)
         self.heap_limit_request = int(heap_limit)
         self.arch_override = arch
         self.allow_writable_globals = allow_writable_globals
         self.allow_host_memory_access = host_access_allowed(allow_host_memory_access)
         self.pageable_memory_access: bool | None = None  # as the device reports it at open (None: not asked)
         self._hip = _hip
-        self._local = threading.local()
-        self._generation = 0
-        self._opened = False
-        self._healthy = True
         self._target: TargetID | None = None
-        self._pool: Any = None
-        self.base = 0
-        self.pool_bytes = 0
-        self.heap_limit: int | None = None
-        self._pending: list[Any] = []  # kernarg buffers alive until synchronize
-        self._modules: list[HipModule] = []
-        self.loads = 0
-        self.launches = 0
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -168,16 +142,8 @@ class HipDevice(DeviceAPI):
             self._healthy = False
             raise
 
-    def _ensure_current(self) -> None:
-        """HIP's current device is per thread: set it in every thread that drives this device."""
-        if getattr(self._local, "generation", None) != self._generation:
-            self._call("hipSetDevice", self.index)
-            self._local.generation = self._generation
-
-    def _require_open(self) -> None:
-        if not self._opened:
-            raise DeviceError("the HIP device is not open", api="open", status="not_open")
-        self._ensure_current()
+    def _make_current(self) -> None:
+        self._call("hipSetDevice", self.index)  # HIP's current device is per thread
 
     # --- DeviceAPI ---------------------------------------------------------------------------
 
@@ -239,142 +205,28 @@ class HipDevice(DeviceAPI):
         return TargetID.parse(DEFAULT_ARCH)
 
     def _limits(self) -> DeviceLimits:
-        hip = self.hip
-        attr = getattr(hip, "hipDeviceAttribute_t", None)
-        default = DeviceLimits()
-
-        def get(name: str, fallback: int) -> int:
-            try:
-                value = int(self._call("hipDeviceGetAttribute", getattr(attr, name), self.index))
-                return value if value > 0 else fallback
-            except Exception:
-                return fallback
-
-        return DeviceLimits(
-            max_block_threads=get("hipDeviceAttributeMaxThreadsPerBlock", default.max_block_threads),
-            max_block_dims=(get("hipDeviceAttributeMaxBlockDimX", default.max_block_dims[0]),
-                            get("hipDeviceAttributeMaxBlockDimY", default.max_block_dims[1]),
-                            get("hipDeviceAttributeMaxBlockDimZ", default.max_block_dims[2])),
-            max_grid_dims=(get("hipDeviceAttributeMaxGridDimX", default.max_grid_dims[0]),
-                           get("hipDeviceAttributeMaxGridDimY", default.max_grid_dims[1]),
-                           get("hipDeviceAttributeMaxGridDimZ", default.max_grid_dims[2])),
-            max_shared_bytes=get("hipDeviceAttributeMaxSharedMemoryPerBlock", default.max_shared_bytes),
-        )
+        attr = getattr(self.hip, "hipDeviceAttribute_t", None)
+        return limits_from(lambda name: self._call("hipDeviceGetAttribute", getattr(attr, name), self.index), (
+            "hipDeviceAttributeMaxThreadsPerBlock", "hipDeviceAttributeMaxBlockDimX", "hipDeviceAttributeMaxBlockDimY",
+            "hipDeviceAttributeMaxBlockDimZ", "hipDeviceAttributeMaxGridDimX", "hipDeviceAttributeMaxGridDimY",
+            "hipDeviceAttributeMaxGridDimZ", "hipDeviceAttributeMaxSharedMemoryPerBlock"))
 
     @property
     def target(self) -> TargetID:
         return self._target or self._choose_target("")
 
-    def memory_info(self) -> tuple[int, int]:
-        """(free, total) bytes as hipMemGetInfo reports them now."""
-        self._require_open()
-        free, total = self._call("hipMemGetInfo")
-        return int(free), int(total)
+    def _inspect(self, data: bytes) -> tuple[bytes, LibraryInfo, str]:
+        found = codeobject.inspect_code_object(data, self.target, allow_writable_globals=self.allow_writable_globals)
+        return found.code_object.elf, found.library, "elf"
 
-    def reserve(self, nbytes: int) -> int:
-        self._require_open()
-        if self._pool is not None:
-            raise DeviceError("the pool is already reserved", api="hipMalloc", status="already_reserved")
-        if nbytes <= 0:
-            raise DeviceError(f"cannot reserve a pool of {nbytes} bytes", api="hipMalloc", status="bad_size")
-        return self._allocate_pool(int(nbytes))
-
-    def _allocate_pool(self, nbytes: int) -> int:
-        free, _ = self._call("hipMemGetInfo")
-        if nbytes > int(free):
-            raise DeviceError(f"a pool of {nbytes} bytes does not fit in the device's {int(free)} free bytes",
-                              api="hipMalloc", status="hipErrorOutOfMemory", requested=nbytes, free=int(free))
-        pool = self._call("hipMalloc", nbytes)
-        self._pool, self.pool_bytes, self.base = pool, nbytes, _address(pool)
-        # Memory fresh from hipMalloc may hold an earlier process's data: clear it once.
-        self._call("hipMemsetD8", self.base, 0, nbytes)
-        self._call("hipDeviceSynchronize")
-        return self.base
-
-    @property
-    def pool_base(self) -> int:
-        """The pool's current base (it moves when :meth:`reset` re-reserves the pool)."""
-        return self.base
-
-    def _check_range(self, address: int, nbytes: int, what: str) -> None:
-        if self._pool is None or address < self.base or address + nbytes > self.base + self.pool_bytes:
-            raise DeviceError(f"{what} of {nbytes} bytes at {address:#x} is outside the pool "
-                              f"[{self.base:#x}, {self.base + self.pool_bytes:#x})", api=what, status="out_of_pool")
-
-    def write(self, address: int, data: memoryview) -> None:
-        self._require_open()
-        n = memoryview(data).nbytes
-        if n == 0:
-            return
-        self._check_range(address, n, "write")
-        self._call("hipMemcpyHtoD", address, data, n)
-
-    def read(self, address: int, out: memoryview) -> None:
-        self._require_open()
-        n = memoryview(out).nbytes
-        if n == 0:
-            return
-        self._check_range(address, n, "read")
-        self._call("hipMemcpyDtoH", out, address, n)
-
-    def memset(self, address: int, value: int, nbytes: int) -> None:
-        self._require_open()
-        if nbytes == 0:
-            return
-        self._check_range(address, nbytes, "memset")
-        self._call("hipMemsetD8", address, value & 0xFF, nbytes)
-
-    def load_module(self, image: LibraryImage) -> HipModule:
-        self._require_open()
-        if hashlib.sha256(image.data).hexdigest() != image.sha256:
-            raise LibraryError("library bytes do not match their registered sha256")
-        # Load exactly the code object that validation read (not whatever bundle entry the
-        # runtime would pick for itself).
-        found = codeobject.inspect_code_object(image.data, self.target, allow_writable_globals=self.allow_writable_globals)
-        elf = found.code_object.elf
-        handle = self._call("hipModuleLoadData", elf)
-        module = HipModule(image.sha256, elf, found.library, handle, self._generation)
-        self._modules.append(module)
-        self.loads += 1
-        return module
-
-    def _module_handle(self, module: HipModule) -> Any:
-        if module.generation != self._generation:  # unloaded by a device reset: load it again
-            module.handle = self._call("hipModuleLoadData", module.elf)
-            module.generation = self._generation
-            module.functions.clear()
-            if module not in self._modules:
-                self._modules.append(module)
-        return module.handle
-
-    def _function(self, module: HipModule, name: str) -> Any:
-        handle = self._module_handle(module)
-        fn = module.functions.get(name)
-        if fn is None:
-            fn = module.functions[name] = self._call("hipModuleGetFunction", handle, name.encode("utf-8"), kernel=name)
-        return fn
-
-    def get_kernel(self, module: Any, name: str) -> HipKernel:
-        self._require_open()
-        if not isinstance(module, HipModule):
-            raise DeviceError(f"not a module of this device: {type(module).__name__}", api="hipModuleGetFunction",
-                              status="bad_handle")
-        info = module.info.kernel(name)
-        if info is None:
-            raise DeviceError(f"kernel {name!r} is not in the module", api="hipModuleGetFunction",
-                              status="hipErrorNotFound", kernel=name)
+    def _kernel(self, module: LoadedModule, name: str, info: KernelInfo, function: Any) -> HipKernel:
         offsets, span = kernarg_layout(info.params)
-        return HipKernel(name, module, info.params, offsets, span, self._function(module, name), self._generation)
+        return HipKernel(name=name, module=module, params=info.params, function=function,
+                         generation=self._generation, offsets=offsets, span=span)
 
     def launch(self, launch: Launch) -> None:
         self._require_open()
-        kernel = launch.handle
-        if not isinstance(kernel, HipKernel):
-            raise DeviceError(f"kernel {launch.kernel!r} has no handle of this device", api="hipModuleLaunchKernel",
-                              status="bad_handle", kernel=launch.kernel)
-        if kernel.generation != self._generation:
-            kernel.function = self._function(kernel.module, kernel.name)
-            kernel.generation = self._generation
+        kernel: HipKernel = self._launch_kernel(launch)
         block = pack_kernargs(kernel.name, kernel.params, kernel.offsets, kernel.span, launch.args)
         extra = None
         if block:
@@ -399,18 +251,6 @@ class HipDevice(DeviceAPI):
             self._call("hipDeviceSynchronize")
         finally:
             self._pending.clear()
-
-    def unload_module(self, module: Any) -> None:
-        if not isinstance(module, HipModule):
-            return
-        if module in self._modules:
-            self._modules.remove(module)
-        if module.generation == self._generation and module.handle is not None and self._opened:
-            self._ensure_current()
-            self._call("hipModuleUnload", module.handle)
-        module.handle = None
-        module.generation = -1
-        module.functions.clear()
 
     def set_malloc_heap_limit(self, nbytes: int) -> int:
         self._require_open()
@@ -445,38 +285,15 @@ class HipDevice(DeviceAPI):
         self._healthy = True
         return self.base if self.pool_bytes else None
 
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
     def close(self) -> None:
         if not self._opened:
             return
         try:
-            self._ensure_current()
-            for module in list(self._modules):
-                try:
-                    self.unload_module(module)
-                except PappusError:
-                    pass
-            if self._pool is not None:
-                try:
-                    self._call("hipFree", self._pool)
-                except PappusError:
-                    pass
+            self._release_modules_and_pool()
         finally:
             self._pool, self.base, self._opened = None, 0, False
             self._modules.clear()
             self._pending.clear()
-
-
-def _address(ptr: Any) -> int:
-    if isinstance(ptr, int):
-        return ptr
-    try:
-        return int(ptr)
-    except TypeError:
-        return int(ptr.as_c_void_p().value or 0)
 
 
 def create_device(**options: Any) -> HipDevice:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from pappus.devices.binding import env_flag, env_index
 from pappus.interfaces import Driver
 from pappus.kernels import DeviceLimits, LibraryInfo
 
@@ -28,7 +27,7 @@ class HipDriver(Driver):
     def allow_writable_globals(self) -> bool:
         if self._allow is not None:
             return self._allow
-        return os.environ.get("PAPPUS_HIP_ALLOW_WRITABLE_GLOBALS", "").strip().lower() in ("1", "true", "yes")
+        return env_flag("PAPPUS_HIP_ALLOW_WRITABLE_GLOBALS")
 
     def target(self) -> str:
         if self.arch:
@@ -53,6 +52,5 @@ def device_arch() -> str | None:
     result = runtime.probe_cached()
     if not result.available or not result.archs:
         return None
-    env = os.environ.get("PAPPUS_HIP_DEVICE", "").strip()
-    index = int(env) if env.isdigit() else 0
+    index = env_index("PAPPUS_HIP_DEVICE")
     return result.archs[index] if index < len(result.archs) and result.archs[index] else None

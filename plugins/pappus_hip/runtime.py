@@ -16,16 +16,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from pappus.devices.binding import IsolatedProbe, checked_call
+from pappus.devices.binding import status_name as _status_name
 from pappus.errors import DeviceError, KernelFault
-from pappus.interfaces import Availability
 
 NOT_INSTALLED = "hip-python is not installed (pip install 'pappus[hip]')"
 
@@ -133,17 +130,7 @@ class ProbeResult:
 
 def status_name(hip: Any, err: Any) -> tuple[str, int]:
     """(name, value) of a hipError_t, from the enum alone (no runtime call)."""
-    try:
-        value = int(err)
-    except Exception:
-        value = -1
-    name = getattr(err, "name", None)
-    if not isinstance(name, str):
-        try:
-            name = hip.hipError_t(value).name
-        except Exception:
-            name = f"hipError({value})"
-    return name, value
+    return _status_name(err, lambda value: hip.hipError_t(value).name, "hipError({})")
 
 
 def _text(value: Any) -> str:
@@ -239,71 +226,38 @@ def device_arch_and_name(hip: Any, index: int) -> tuple[str, str]:
 
 # --- availability (subprocess) ----------------------------------------------------------------
 
-_cache: ProbeResult | None = None
-_cache_lock = threading.Lock()
-
-
-def probe_isolated(timeout: float = 60.0) -> ProbeResult:
-    """:func:`probe` in a fresh interpreter (``PAPPUS_HIP_PROBE=inline`` runs it here instead)."""
-    if os.environ.get("PAPPUS_HIP_PROBE", "").lower() == "inline":
-        return probe()
-    # The child imports pappus_hip from where this process did (appended: lowest priority).
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = f"import sys; sys.path.append({here!r}); import pappus_hip.runtime as r; r._main()"
-    try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout,
-                              check=False, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return ProbeResult(installed=True, reason=f"the HIP probe did not answer within {timeout:g} s")
-    except OSError as exc:
-        return ProbeResult(installed=True, reason=f"the HIP probe could not start: {exc}")
-    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        data = json.loads(lines[-1])
-        return ProbeResult(**data)
-    except Exception:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return ProbeResult(installed=True, reason=f"the HIP probe failed: {tail[0][:200]}")
-
-
-def _main() -> None:
-    """Entry of the probe subprocess: one JSON line on stdout."""
-    sys.stdout.write(json.dumps(asdict(probe())) + "\n")
-
-
-def probe_cached(refresh: bool = False) -> ProbeResult:
-    global _cache
-    with _cache_lock:
-        if _cache is None or refresh:
-            _cache = probe_isolated()
-        return _cache
-
-
-def availability(refresh: bool = False) -> Availability:
-    """Whether the HIP backend can run here, and exactly why not. Never raises, never prints."""
-    try:
-        if not hip_installed():
-            return Availability(False, NOT_INSTALLED)
-        result = probe_cached(refresh)
-        return Availability(result.available, result.reason)
-    except Exception as exc:  # pragma: no cover - belt and braces
-        return Availability(False, f"HIP availability check failed: {type(exc).__name__}: {exc}")
+_PROBE = IsolatedProbe(label="HIP", module="pappus_hip.runtime", result=ProbeResult, probe=lambda: probe(),
+                       search_path=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       inline_env="PAPPUS_HIP_PROBE", installed=lambda: hip_installed(), not_installed=NOT_INSTALLED)
+_main = _PROBE.main  # the probe subprocess's entry
+#: :func:`probe` in a fresh interpreter (``PAPPUS_HIP_PROBE=inline`` runs it here instead)
+probe_isolated = _PROBE.isolated
+probe_cached = _PROBE.cached  # the isolated answer, asked once per process
+#: whether the HIP backend can run here, and exactly why not; never raises, never prints
+availability = _PROBE.availability
 
 
 # --- checked calls ------------------------------------------------------------------------------
 
 
-def checked_status(hip: Any, api: str, err: Any, **facts: Any) -> None:
-    """Raise the pappus error for a non-success hipError_t."""
+def error_for(hip: Any, api: str, err: Any, **facts: Any) -> DeviceError | KernelFault | None:
+    """The pappus error for a hipError_t (None for hipSuccess)."""
     name, code = status_name(hip, err)
     if code == 0:
-        return
+        return None
     what = _DESCRIPTIONS.get(name, "")
     message = f"{api} failed: {name} ({code})" + (f": {what}" if what else "")
     if name in FAULT_STATUSES:
-        raise KernelFault(message, reasons=[FAULT_STATUSES[name]], api=api, status=name,
-                          **{k: v for k, v in facts.items() if k not in ("reasons", "api", "status")})
-    raise DeviceError(message, api=api, status=name, status_code=code, **facts)
+        return KernelFault(message, reasons=[FAULT_STATUSES[name]], api=api, status=name,
+                           **{k: v for k, v in facts.items() if k not in ("reasons", "api", "status")})
+    return DeviceError(message, api=api, status=name, status_code=code, **facts)
+
+
+def checked_status(hip: Any, api: str, err: Any, **facts: Any) -> None:
+    """Raise the pappus error for a non-success hipError_t."""
+    problem = error_for(hip, api, err, **facts)
+    if problem is not None:
+        raise problem
 
 
 def checked(hip: Any, api: str, *args: Any, **facts: Any) -> Any:
@@ -313,21 +267,4 @@ def checked(hip: Any, api: str, *args: Any, **facts: Any) -> Any:
     value, or the tuple of values. A symbol missing from the runtime (``failed to dlsym``) and any
     other exception from the binding become a DeviceError naming the API.
     """
-    fn = getattr(hip, api, None)
-    if fn is None:
-        raise DeviceError(f"{api} is not in this hip-python", api=api, status="missing_binding")
-    try:
-        result = fn(*args)
-    except (KernelFault, DeviceError):
-        raise
-    except Exception as exc:
-        raise DeviceError(f"{api} failed in the binding: {type(exc).__name__}: {exc}", api=api,
-                          status="binding_error") from None
-    if isinstance(result, tuple):
-        err, values = result[0], result[1:]
-    else:
-        err, values = result, ()
-    checked_status(hip, api, err, **facts)
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
+    return checked_call(hip, api, args, facts, lambda api, err, **f: error_for(hip, api, err, **f), "hip-python")
