@@ -37,11 +37,14 @@ def test_matmul_matches_numpy(harness: Harness, libs: dict[str, object], config:
         assert out["B"] == ref.reference(inputs)["B"]
 
 
-def test_matmul_other_sizes_follow_sizeof(harness: Harness, libs: dict[str, object]) -> None:
-    """The kernel derives n from Sizeof(A): a 64x64 matrix on the same 8x8x16x16 grid works."""
+@pytest.mark.parametrize("config", ["matmul.json", "matmul_tiled.json"])
+@pytest.mark.parametrize("n", [1, 64, 200])
+def test_matmul_other_sizes_follow_sizeof(harness: Harness, libs: dict[str, object], config: str, n: int) -> None:
+    """The kernels derive n from Sizeof(A) and stride over the config's fixed 128 x 128 grid: a
+    smaller and a larger matrix (not a multiple of the 16 x 16 tile) come out whole."""
     ref = reference_module("matmul")
-    inputs = ref.make_inputs(3, n=64)
-    out = harness.run(load_json(EXAMPLES / "matmul" / "matmul.json"), {"matmul": libs["matmul"]}, inputs)
+    inputs = ref.make_inputs(3, n=n)
+    out = harness.run(load_json(EXAMPLES / "matmul" / config), {"matmul": libs["matmul"]}, inputs)
     assert out["B"] == ref.reference(inputs)["B"]
 
 
