@@ -37,6 +37,9 @@ EXAMPLE = Backend(
     library_suffixes=(".so",),
     build=_build,
     native_target=lambda: "cpu",
+    # As the CPU backend's: its device's reset() starts a new template process (execve), which a
+    # locked-down multiprocess worker may otherwise not do (docs/security.md).
+    worker_keeps=frozenset({"execve"}),
 )
 
 
