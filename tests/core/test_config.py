@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -186,3 +187,88 @@ def test_value_argument_checks():
     args[2] = {"Value": {"type": "i64", "value": {"FromInput": {"input": "cfg", "index": 0}}}}
     parse_function(doc)
     jsonschema.validate(doc, function_schema())
+
+
+# --- one root cause, one error; typos get a suggestion ----------------------------------------
+
+
+@pytest.mark.parametrize("change,expected", [
+    # A misspelt default library: the kernels it leaves without a library, and the launches of
+    # those kernels, are consequences of the typo and are not reported on their own.
+    (lambda d: d.__setitem__("libary", d.pop("library")),
+     ["libary: unknown field, did you mean 'library'?"]),
+    (lambda d: d["blueprint"].__setitem__("controlflow", d["blueprint"].pop("control_flow")),
+     ["blueprint.controlflow: unknown field, did you mean 'control_flow'?", "blueprint.control_flow: is required"]),
+    (lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].__setitem__(
+        "grids", d["blueprint"]["control_flow"][0]["ExecKernel"].pop("grid")),
+     ["blueprint.control_flow[0].ExecKernel.grids: unknown field, did you mean 'grid'?",
+      "blueprint.control_flow[0].ExecKernel.grid: is required"]),
+    # A library name that is itself wrong: reported once, at 'library'.
+    (lambda d: d.update(library="/etc/m"), ["library: must be a name, not an absolute path"]),
+    # A kernel whose entry is wrong is still listed: launching it is not a second error.
+    (lambda d: d["kernels"].__setitem__(1, {"name": "add_i64", "library": "../x"}),
+     ["kernels[1].library: must not contain '..', '/' or '\\' (names are not paths)"]),
+    (lambda d: d.pop("kernels"), ["kernels: is required"]),
+    # A buffer whose size is wrong still exists: the outputs and arguments naming it are fine.
+    (lambda d: d["blueprint"]["buffers"].update(B=-1), ["blueprint.buffers.B: must not be negative (-1)"]),
+    (lambda d: d["blueprint"].update(buffers=[]),
+     ["blueprint.buffers: must be an object mapping buffer names to sizes, not array"]),
+    (lambda d: d["blueprint"].update(inputs=["A"] * 5000), ["blueprint.inputs: 5000 inputs exceed the limit of 4096"]),
+    (lambda d: d["blueprint"].update(inputs=[{"nmae": "A"}]),
+     ["blueprint.inputs[0].nmae: unknown field, did you mean 'name'?",
+      "blueprint.inputs[0].name: is required"]),
+    (lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"]["args"].__setitem__(2, {"Constant": {"value": 1}}),
+     ["blueprint.control_flow[0].ExecKernel.args[2].Constant.type: is required"]),
+])
+def test_only_the_root_cause_is_reported(change, expected):
+    errs = errors_of(mutate(matmul_config(), change))
+    assert [re.sub(r" \(allowed: [^)]*\)$", "", e) for e in errs] == expected
+
+
+def test_from_input_of_an_input_with_a_wrong_size_is_not_a_second_error():
+    doc = matmul_config()
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": -8}]
+    doc["blueprint"]["control_flow"][1]["Repeat"]["times"] = {"FromInput": {"input": "cfg", "index": 0}}
+    assert errors_of(doc) == ["blueprint.inputs[1].size: must be a non-negative integer number of bytes"]
+
+
+@pytest.mark.parametrize("change,path,suggestion", [
+    (lambda d: d.update(descripton="x"), "descripton", "did you mean 'description'?"),
+    (lambda d: d.update(Kernels=d.pop("kernels")), "Kernels", "did you mean 'kernels'?"),
+    (lambda d: d["blueprint"].update(output=d["blueprint"].pop("outputs")), "blueprint.output",
+     "did you mean 'outputs'?"),
+    (lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(shared_mem=0),
+     "blueprint.control_flow[0].ExecKernel.shared_mem", "did you mean 'shared_mem_bytes'?"),
+    (lambda d: d["blueprint"]["control_flow"].__setitem__(0, {"ExecKernal": {}}),
+     "blueprint.control_flow[0]", "did you mean 'ExecKernel'?"),
+    (lambda d: d["blueprint"]["control_flow"][1]["Repeat"].update(time=d["blueprint"]["control_flow"][1]["Repeat"]
+                                                                  .pop("times")),
+     "blueprint.control_flow[1].Repeat.time", "did you mean 'times'?"),
+    (lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"]["args"].__setitem__(0, {"ptr": "A"}),
+     "blueprint.control_flow[0].ExecKernel.args[0]", "did you mean 'Ptr'?"),
+    (lambda d: d["blueprint"]["buffers"].update(B={"SizeOf": "A"}), "blueprint.buffers.B", "did you mean 'Sizeof'?"),
+    (lambda d: d["blueprint"].update(outputs=["b"]), "blueprint.outputs[0]", "did you mean 'B'?"),
+    (lambda d: d["blueprint"]["control_flow"][0]["ExecKernel"].update(name="matmul_at_i32"),
+     "blueprint.control_flow[0].ExecKernel.name", "did you mean 'matmul_at_i64'?"),
+])
+def test_unknown_names_get_a_suggestion(change, path, suggestion):
+    assert_error(mutate(matmul_config(), change), path, suggestion)
+
+
+def test_no_suggestion_without_a_close_match():
+    errs = errors_of(mutate(matmul_config(), lambda d: d.update(zzz=1)))
+    assert errs == ["zzz: unknown field (allowed: blueprint, deadline, description, engine, kernels, library, schema)"]
+
+
+def test_a_misspelt_kernel_library_is_one_error():
+    doc = matmul_config()
+    del doc["library"]
+    doc["kernels"] = [{"name": "matmul_at_i64", "libary": "m"}, {"name": "add_i64", "library": "m"}]
+    assert errors_of(doc) == ["kernels[0].libary: unknown field, did you mean 'library'? (allowed: library, name)"]
+
+
+def test_a_wrong_buffer_name_masks_no_other_error():
+    doc = matmul_config()
+    doc["blueprint"]["buffers"] = {"B": {"Sizeof": "A"}, "bad-name": 8}
+    doc["blueprint"]["outputs"] = ["B", "bad-name", "Z"]
+    assert [e.split(":")[0] for e in errors_of(doc)] == ["blueprint.buffers.bad-name", "blueprint.outputs[2]"]

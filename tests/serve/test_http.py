@@ -129,6 +129,28 @@ def test_unknown_routes_and_methods_get_json(server):
         assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
 
 
+def test_405_allow_lists_every_method_of_the_path(server):
+    expected = {
+        "/v1/functions/mm": "GET, HEAD, PUT, DELETE",
+        "/v1/libraries/m": "GET, HEAD, PUT, DELETE",
+        "/v1/functions/mm/invoke": "POST",
+        "/v1/functions": "GET, HEAD",
+        "/v1/health": "GET, HEAD",
+    }
+    with server.client(server.tokens["alice"]) as c:
+        for path, allow in expected.items():
+            r = c.request("PATCH", path)
+            assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", (path, r.text)
+            assert r.headers["allow"] == allow, path
+        # Every method named in Allow is routed (answered, not 405), one path per route.
+        register_mm(c)
+        assert c.get("/v1/functions/mm").status_code == 200
+        assert c.head("/v1/libraries/m").status_code == 200
+        assert c.put("/v1/libraries/m", content=HOST_LIB).status_code == 200
+        assert c.delete("/v1/functions/mm").status_code == 204
+        assert c.delete("/v1/libraries/m").status_code == 204
+
+
 def test_overload_is_503_with_retry_after(tmp_path):
     tokens = add_tenants(tmp_path, "alice", **UNLIMITED_RATE)
     with thread_server(tmp_path, queue_size=2, quotas={"queued_invocations": None,

@@ -13,8 +13,9 @@ import time
 import httpx
 import pytest
 
+from pappus.errors import ValidationError
 from pappus.serve.limits import is_loopback
-from pappus.serve.settings import make_settings
+from pappus.serve.settings import FIELD_NAMES, load_config_file, make_settings
 
 from .helpers import (
     HOST_LIB,
@@ -57,6 +58,35 @@ def test_config_file_and_flags(tmp_path):
     res = subprocess.run(serve_command("--config", str(cfg), "--state-dir", str(tmp_path)),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "quotas.librarys" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_config_file_reports_every_problem_at_once(tmp_path):
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('engin = "cpu-sequential"\nworkers = "four"\nmax-body-bytes = -1\nqueue-sise = 4\n'
+                   '[quotas]\nlibrarys = 1\nfunctions = -2\n')
+    with pytest.raises(ValidationError) as info:
+        make_settings(cfg)
+    assert [(e.path, e.message.split(" (known:")[0]) for e in info.value.errors] == [
+        ("engin", "unknown setting, did you mean 'engine'?"),
+        ("workers", "must be a whole number >= 1"),
+        ("max-body-bytes", "must be a whole number of bytes >= 1024"),
+        ("queue-sise", "unknown setting, did you mean 'queue-size'?"),
+        ("quotas.librarys", "unknown quota 'librarys', did you mean 'libraries'?"),
+        ("quotas.functions", "must not be negative"),
+    ]
+    with pytest.raises(ValidationError) as info:  # the same from the file alone
+        load_config_file(cfg)
+    assert len(info.value.errors) == 6
+    # A value a flag replaces is not the file's problem; no close match, no suggestion.
+    cfg.write_text('workers = "four"\nzzz = 1\n')
+    with pytest.raises(ValidationError) as info:
+        make_settings(cfg, workers=2)
+    assert [str(e) for e in info.value.errors] == [
+        "zzz: unknown setting (known: " + ", ".join(sorted(FIELD_NAMES)) + ")"]
+    res = subprocess.run(serve_command("--config", str(cfg), "--state-dir", str(tmp_path)),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "workers: must be a whole number" in res.stderr and "zzz: unknown setting" in res.stderr, res.stderr
 
 
 def test_sigterm_drains_in_flight_invocations_then_exits(tmp_path):

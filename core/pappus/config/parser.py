@@ -7,10 +7,12 @@ the libraries (kernel existence, argument sizes) live in ``signatures.py``.
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,31 @@ def library_name_problem(name: object) -> str | None:
     return None
 
 
+#: past these a misspelling gets no suggestion (difflib's cost grows with both)
+_SUGGEST_MAX_LEN = 256
+_SUGGEST_MAX_CHOICES = 1000
+#: suggestions one config gets at most (its errors are all listed, each costs a search)
+_SUGGEST_BUDGET = 32
+
+
+def did_you_mean(word: object, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
+    """The choice closest to a misspelt ``word`` (case, ``-`` and ``_`` ignored), or None."""
+    if not isinstance(word, str) or len(word) > _SUGGEST_MAX_LEN:
+        return None
+
+    def norm(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    candidates = list(itertools.islice(choices, _SUGGEST_MAX_CHOICES + 1))
+    if len(candidates) > _SUGGEST_MAX_CHOICES:
+        return None
+    by_norm: dict[str, str] = {}
+    for choice in sorted(c for c in candidates if isinstance(c, str) and len(c) <= _SUGGEST_MAX_LEN):
+        by_norm.setdefault(norm(choice), choice)
+    close = difflib.get_close_matches(norm(word), list(by_norm), n=1, cutoff=cutoff)
+    return by_norm[close[0]] if close and by_norm[close[0]] != word else None
+
+
 def _typename(value: object) -> str:
     if value is None:
         return "null"
@@ -92,9 +119,37 @@ class _Parser:
         self.errors: list[FieldError] = []
         self.actions_seen = 0
         self.input_sizes: dict[str, int | None] = {}
+        #: paths reported as "is required": nothing more is said about them
+        self.missing: set[str] = set()
+        #: fields that an unknown field looks like a misspelling of ("libary" -> "library")
+        self.misspelt: set[str] = set()
+        #: inputs whose declared size was wrong (reported there, not again where they are read)
+        self.bad_sizes: set[str] = set()
+        #: False once the inputs or buffers could not be read whole: then a name that is not
+        #: among the known ones may still be declared, and is not reported as unknown
+        self.names_complete = True
+        #: input and buffer names already reported as wrong: naming them elsewhere is no new error
+        self.wrong_names: set[str] = set()
+        self.suggestions_left = _SUGGEST_BUDGET
 
     def err(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
+        # An error is reported once, at its root: a field found missing is not also wrong.
+        if path not in self.missing:
+            self.errors.append(FieldError(path, message))
+
+    def suggest(self, word: object, choices: Iterable[str]) -> str | None:
+        if self.suggestions_left <= 0:
+            return None
+        self.suggestions_left -= 1
+        return did_you_mean(word, choices)
+
+    def hint(self, word: object, choices: Iterable[str]) -> str:
+        """``", did you mean 'X'?"`` for a close match among ``choices``, else ``""``."""
+        match = self.suggest(word, choices)
+        return f", did you mean {_key(match)!r}?" if match is not None else ""
+
+    def unknown_name(self, name: str, names: set[str]) -> bool:
+        return name not in names and name not in self.wrong_names and self.names_complete
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -104,11 +159,16 @@ class _Parser:
             return False
         for key in value:
             if key not in allowed:
+                match = self.suggest(key, (a for a in allowed if a not in value))
+                suggestion = f", did you mean {match!r}?" if match is not None else ""
+                if match is not None:
+                    self.misspelt.add(_join(path, match))
                 hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
-                self.err(_join(path, _key(key)), f"unknown field{hint}")
+                self.err(_join(path, _key(key)), f"unknown field{suggestion}{hint}")
         for key in sorted(required):
             if key not in value:
                 self.err(_join(path, key), "is required")
+                self.missing.add(_join(path, key))
         return True
 
     # --- top level -------------------------------------------------------------------------
@@ -123,15 +183,16 @@ class _Parser:
             self.err("schema", f"must be {SCHEMA_ID!r}, not {schema!r}")
 
         library = doc.get("library")
+        library_wrong = False
         if library is not None:
             problem = library_name_problem(library)
             if problem:
                 self.err("library", problem)
-                library = None
+                library, library_wrong = None, True
 
-        kernels = self.kernel_refs(doc.get("kernels"), library if isinstance(library, str) else None,
-                                   "library" in doc)
-        blueprint = self.blueprint(doc.get("blueprint"), {k.name for k in kernels})
+        kernels, listed = self.kernel_refs(doc.get("kernels"), library if isinstance(library, str) else None,
+                                           library_wrong)
+        blueprint = self.blueprint(doc.get("blueprint"), listed)
 
         deadline = doc.get("deadline")
         if deadline is not None:
@@ -167,18 +228,22 @@ class _Parser:
             description=description,
         )
 
-    def kernel_refs(self, value: object, default_library: str | None, has_library: bool) -> list[KernelRef]:
+    def kernel_refs(self, value: object, default_library: str | None,
+                    library_wrong: bool) -> tuple[list[KernelRef], set[str] | None]:
+        """The kernels, and the names listed (also those of wrong entries: a launch of one is
+        not a second error); None for the names when the list itself could not be read."""
         refs: list[KernelRef] = []
         if value is None:
-            return refs
+            return refs, None
         if not isinstance(value, list):
             self.err("kernels", f"must be an array of kernel names, not {_typename(value)}")
-            return refs
+            return refs, None
         if not value:
             self.err("kernels", "must name at least one kernel")
         if len(value) > self.limits.max_kernels:
             self.err("kernels", f"{len(value)} kernels exceed the limit of {self.limits.max_kernels}")
-            return refs
+            return refs, None
+        listed = {n for n in (e.get("name") if isinstance(e, dict) else e for e in value) if isinstance(n, str)}
         seen: set[str] = set()
         for i, entry in enumerate(value):
             path = f"kernels[{i}]"
@@ -204,19 +269,21 @@ class _Parser:
                 self.err(path, f"{name[:80]!r} is not a valid kernel symbol name")
                 continue
             if library is None:
-                where = "give the function a default 'library'" if not has_library else "fix 'library'"
-                self.err(path, f"kernel {name!r} has no library: {where} or use {{\"name\", \"library\"}}")
+                # With a wrong or misspelt 'library' that is the one error, reported there.
+                if not library_wrong and not {"library", _join(path, "library")} & self.misspelt:
+                    self.err(path, f"kernel {name!r} has no library: give the function a default 'library' "
+                             f"or use {{\"name\", \"library\"}}")
                 continue
             if name in seen:
                 self.err(path, f"kernel {name!r} is listed twice")
                 continue
             seen.add(name)
             refs.append(KernelRef(name=name, library=str(library)))
-        return refs
+        return refs, listed
 
     # --- blueprint -------------------------------------------------------------------------
 
-    def blueprint(self, value: object, kernel_names: set[str]) -> Blueprint | None:
+    def blueprint(self, value: object, kernel_names: set[str] | None) -> Blueprint | None:
         path = "blueprint"
         allowed = {"inputs", "buffers", "outputs", "control_flow"}
         if not self.expect_object(value, path, allowed, {"outputs", "control_flow"}):
@@ -225,8 +292,12 @@ class _Parser:
         inputs = self.inputs(value.get("inputs", []))
         self.input_sizes = {spec.name: spec.size for spec in inputs}
         input_names = {spec.name for spec in inputs}
-        buffers = self.buffers(value.get("buffers", {}), input_names)
+        raw_buffers = value.get("buffers", {})
+        buffers = self.buffers(raw_buffers, input_names)
+        # A buffer whose size is wrong still exists: naming it elsewhere is no second error.
         names = input_names | {name for name, _ in buffers}
+        if isinstance(raw_buffers, dict):
+            names |= {name for name in raw_buffers if isinstance(name, str) and BUFFER_NAME_RE.fullmatch(name)}
 
         # Inputs are buffers of their own size unless the blueprint sizes them explicitly.
         declared = {name for name, _ in buffers}
@@ -255,32 +326,44 @@ class _Parser:
         specs: list[InputSpec] = []
         if not isinstance(value, list):
             self.err(path, f"must be an array of input names, not {_typename(value)}")
+            self.names_complete = False
             return specs
         if len(value) > self.limits.max_inputs:
             self.err(path, f"{len(value)} inputs exceed the limit of {self.limits.max_inputs}")
+            self.names_complete = False
             return specs
         seen: set[str] = set()
         for i, entry in enumerate(value):
             p = f"{path}[{i}]"
             size = None
+            bad_size = False
             if isinstance(entry, dict):
                 if not self.expect_object(entry, p, {"name", "size"}, {"name"}):
+                    continue
+                if "name" not in entry:  # reported as required
+                    self.names_complete = False
                     continue
                 name = entry.get("name")
                 if "size" in entry:
                     size = entry["size"]
                     if not _is_int(size) or size < 0:
                         self.err(_join(p, "size"), "must be a non-negative integer number of bytes")
-                        size = None
+                        size, bad_size = None, True
                     elif size > self.limits.max_buffer_bytes:
                         self.err(_join(p, "size"), f"{_show(size)} bytes exceed the limit of "
                                  f"{self.limits.max_buffer_bytes}")
-                        size = None
+                        size, bad_size = None, True
             else:
                 name = entry
             if not isinstance(name, str) or not BUFFER_NAME_RE.fullmatch(name):
                 self.err(p, f"{_short(name)} is not a valid input name ([A-Za-z_][A-Za-z0-9_]{{0,63}})")
+                if isinstance(name, str):
+                    self.wrong_names.add(name)
+                else:
+                    self.names_complete = False
                 continue
+            if bad_size:
+                self.bad_sizes.add(name)
             if name in seen:
                 self.err(p, f"input {name!r} is listed twice")
                 continue
@@ -293,15 +376,18 @@ class _Parser:
         out: list[tuple[str, Sizing]] = []
         if not isinstance(value, dict):
             self.err(path, f"must be an object mapping buffer names to sizes, not {_typename(value)}")
+            self.names_complete = False
             return out
         if len(value) > self.limits.max_buffers:
             self.err(path, f"{len(value)} buffers exceed the limit of {self.limits.max_buffers}")
+            self.names_complete = False
             return out
         known = input_names | set(value)
         for name, spec in value.items():
             p = _join(path, _key(name))
             if not isinstance(name, str) or not BUFFER_NAME_RE.fullmatch(name):
                 self.err(p, "is not a valid buffer name ([A-Za-z_][A-Za-z0-9_]{0,63})")
+                self.wrong_names.add(name)
                 continue
             sizing = self.sizing(spec, p, known, 0)
             if sizing is not None:
@@ -322,8 +408,8 @@ class _Parser:
             p = f"{path}[{i}]"
             if not isinstance(name, str):
                 self.err(p, f"must be a buffer name, not {_typename(name)}")
-            elif name not in names:
-                self.err(p, f"output {name!r} is not an input or buffer")
+            elif self.unknown_name(name, names):
+                self.err(p, f"output {name!r} is not an input or buffer{self.hint(name, names)}")
             elif name in out:
                 self.err(p, f"output {name!r} is listed twice")
             else:
@@ -354,8 +440,8 @@ class _Parser:
             if not isinstance(body, str):
                 self.err(p, f"must name an input or buffer, not {_typename(body)}")
                 return None
-            if body not in names:
-                self.err(p, f"{body!r} is not an input or buffer")
+            if self.unknown_name(body, names):
+                self.err(p, f"{body!r} is not an input or buffer{self.hint(body, names)}")
                 return None
             return Sizeof(body)
         if kind == "FromInput":
@@ -405,7 +491,9 @@ class _Parser:
                 self.err(f"{p}[1]", "divides by zero")
                 return None
             return CeilDiv(num, den)
-        self.err(path, f"unknown size kind {kind!r} (use Absolute, Sizeof, FromInput, Mul, Add or CeilDiv)")
+        kinds = ("Absolute", "Sizeof", "FromInput", "Mul", "Add", "CeilDiv")
+        self.err(path, f"unknown size kind {_key(kind)!r}{self.hint(kind, kinds)} "
+                 "(use Absolute, Sizeof, FromInput, Mul, Add or CeilDiv)")
         return None
 
     def absolute(self, value: int, path: str) -> Absolute | None:
@@ -495,8 +583,10 @@ class _Parser:
 
     def check_from_input(self, sizing: FromInput, path: str, sizes: dict[str, int | None]) -> None:
         p = f"{path}.FromInput"
+        if sizing.input in self.bad_sizes or (sizing.input not in sizes and not self.unknown_name(sizing.input, set())):
+            return  # the input's own error says it all
         if sizing.input not in sizes:
-            self.err(p + ".input", f"{sizing.input!r} is not an input")
+            self.err(p + ".input", f"{sizing.input!r} is not an input{self.hint(sizing.input, sizes)}")
             return
         size = sizes[sizing.input]
         width = DTYPES[sizing.dtype][0]
@@ -511,7 +601,8 @@ class _Parser:
 
     # --- control flow ----------------------------------------------------------------------
 
-    def actions(self, value: object, path: str, names: set[str], kernels: set[str], depth: int) -> list[Action] | None:
+    def actions(self, value: object, path: str, names: set[str], kernels: set[str] | None,
+                depth: int) -> list[Action] | None:
         if not isinstance(value, list):
             self.err(path, f"must be an array of actions, not {_typename(value)}")
             return None
@@ -535,13 +626,14 @@ class _Parser:
             elif kind == "Repeat":
                 action = self.repeat(body, f"{p}.Repeat", names, kernels, depth)
             else:
-                self.err(p, f"unknown action {kind!r} (use ExecKernel or Repeat)")
+                self.err(p, f"unknown action {_key(kind)!r}{self.hint(kind, ('ExecKernel', 'Repeat'))} "
+                         "(use ExecKernel or Repeat)")
                 continue
             if action is not None:
                 out.append(action)
         return out
 
-    def exec_kernel(self, body: object, path: str, names: set[str], kernels: set[str]) -> ExecKernel | None:
+    def exec_kernel(self, body: object, path: str, names: set[str], kernels: set[str] | None) -> ExecKernel | None:
         allowed = {"name", "args", "grid", "block", "shared_mem_bytes"}
         if not self.expect_object(body, path, allowed, {"name", "args", "grid", "block"}):
             return None
@@ -550,8 +642,8 @@ class _Parser:
         name = body.get("name")
         if not isinstance(name, str):
             self.err(_join(path, "name"), f"must be a kernel name, not {_typename(name)}")
-        elif name not in kernels:
-            self.err(_join(path, "name"), f"kernel {name!r} is not listed in 'kernels'")
+        elif kernels is not None and name not in kernels:
+            self.err(_join(path, "name"), f"kernel {name!r} is not listed in 'kernels'{self.hint(name, kernels)}")
         args = self.args(body.get("args"), _join(path, "args"), names)
         grid = self.dims(body.get("grid"), _join(path, "grid"), names, self.device.max_grid_dims)
         block = self.dims(body.get("block"), _join(path, "block"), names, self.device.max_block_dims)
@@ -631,8 +723,8 @@ class _Parser:
             if not isinstance(body, str):
                 self.err(p, f"must name a buffer, not {_typename(body)}")
                 return None
-            if body not in names:
-                self.err(p, f"{body!r} is not an input or buffer")
+            if self.unknown_name(body, names):
+                self.err(p, f"{body!r} is not an input or buffer{self.hint(body, names)}")
                 return None
             return PtrArg(body) if kind == "Ptr" else SizeofArg(body)
         if kind == "Constant":
@@ -675,10 +767,12 @@ class _Parser:
                 self.err(_join(p, "value"), f"{static} does not fit in {dtype}")
                 return None
             return ValueArg(dtype, sizing)
-        self.err(path, f"unknown argument kind {kind!r} (use Ptr, Sizeof, Constant or Value)")
+        kinds = ("Ptr", "Sizeof", "Constant", "Value")
+        self.err(path, f"unknown argument kind {_key(kind)!r}{self.hint(kind, kinds)} (use Ptr, Sizeof, Constant or Value)")
         return None
 
-    def repeat(self, body: object, path: str, names: set[str], kernels: set[str], depth: int) -> Repeat | None:
+    def repeat(self, body: object, path: str, names: set[str], kernels: set[str] | None,
+               depth: int) -> Repeat | None:
         if not self.expect_object(body, path, {"times", "body"}, {"times", "body"}):
             return None
         assert isinstance(body, dict)

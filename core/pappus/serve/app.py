@@ -317,6 +317,24 @@ def _json_safe(value: Any) -> Any:
 
 # --- the app -------------------------------------------------------------------------------
 
+_METHODS = ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS")
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (_METHODS.index(method) if method in _METHODS else len(_METHODS), method)
+
+
+def _route(api: Api, path: str, *, auth: bool = True, **handlers: Handler) -> Route:
+    """One route for ``path`` that answers each method with its handler (HEAD as GET)."""
+    endpoints = {method: api.endpoint(path, fn, auth=auth) for method, fn in handlers.items()}
+    if "GET" in endpoints:
+        endpoints.setdefault("HEAD", endpoints["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return Route(path, dispatch, methods=sorted(endpoints, key=_method_order), name=path)
+
 
 def create_app(runtime: Any, settings: ServeSettings | None = None, *, close_runtime: bool = True,
                start_engine: bool = True) -> Starlette:
@@ -340,22 +358,22 @@ def create_app(runtime: Any, settings: ServeSettings | None = None, *, close_run
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if "Allow" in headers:  # starlette joins a set: put it in a stable order
+            headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", "), key=_method_order))
         return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
-    e = api.endpoint
+    # One route per path, holding every method of the path: a 405's Allow names them all.
     routes = [
-        Route("/v1/health", e("/v1/health", api.health, auth=False), methods=["GET"]),
-        Route("/metrics", e("/metrics", api.metrics_endpoint), methods=["GET"]),
-        Route("/v1/libraries", e("/v1/libraries", api.list_libraries), methods=["GET"]),
-        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.put_library), methods=["PUT"]),
-        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.get_library), methods=["GET"]),
-        Route("/v1/libraries/{name}", e("/v1/libraries/{name}", api.delete_library), methods=["DELETE"]),
-        Route("/v1/functions", e("/v1/functions", api.list_functions), methods=["GET"]),
-        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.put_function), methods=["PUT"]),
-        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.get_function), methods=["GET"]),
-        Route("/v1/functions/{name}", e("/v1/functions/{name}", api.delete_function), methods=["DELETE"]),
-        Route("/v1/functions/{name}/invoke", e("/v1/functions/{name}/invoke", api.invoke), methods=["POST"]),
+        _route(api, "/v1/health", GET=api.health, auth=False),
+        _route(api, "/metrics", GET=api.metrics_endpoint),
+        _route(api, "/v1/libraries", GET=api.list_libraries),
+        _route(api, "/v1/libraries/{name}", GET=api.get_library, PUT=api.put_library, DELETE=api.delete_library),
+        _route(api, "/v1/functions", GET=api.list_functions),
+        _route(api, "/v1/functions/{name}", GET=api.get_function, PUT=api.put_function,
+               DELETE=api.delete_function),
+        _route(api, "/v1/functions/{name}/invoke", POST=api.invoke),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.api = api

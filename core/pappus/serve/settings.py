@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..config.parser import did_you_mean
 from ..errors import FieldError, ValidationError
-from ..tenants import BUILTIN_QUOTAS, Quotas, parse_quotas
+from ..tenants import BUILTIN_QUOTAS, QUOTA_NAMES, Quotas, parse_quotas
 
 #: Serving defaults, under the state directory's own defaults: one tenant cannot take more
 #: than an eighth of an engine's default queue (1024) nor hold more than 256 invocations, and
@@ -79,8 +80,17 @@ class ServeSettings:
         need(isinstance(self.no_auth, bool), "no_auth", "must be true or false")
         need(isinstance(self.quotas, dict), "quotas", "must be a table of quota = value")
         if isinstance(self.quotas, dict):
+            known = {}
+            for key, value in self.quotas.items():
+                if key in QUOTA_NAMES:
+                    known[key] = value
+                    continue
+                match = did_you_mean(key, QUOTA_NAMES)
+                hint = f", did you mean {match!r}?" if match else ""
+                errors.append(FieldError(f"quotas.{key}",
+                                         f"unknown quota {key!r}{hint} (known: {', '.join(QUOTA_NAMES)})"))
             try:
-                parse_quotas(self.quotas, path="quotas")
+                parse_quotas(known, path="quotas")
             except ValidationError as exc:
                 errors.extend(exc.errors)
         if errors:
@@ -100,7 +110,25 @@ FIELD_NAMES = {f.name for f in fields(ServeSettings)}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a serve config (``.toml`` or ``.json``) into a dict of settings (names checked)."""
+    """Read a serve config (``.toml`` or ``.json``) into a dict of settings; every unknown name
+    and wrong value in it is reported at once."""
+    values, spelled, errors, keys = _read_config_file(path)
+    errors += _value_errors(values, spelled)
+    if errors:
+        raise ValidationError(_in_file_order(errors, keys), what="serve settings")
+    return values
+
+
+def _in_file_order(errors: list[FieldError], keys: list[str]) -> list[FieldError]:
+    """Errors in the order of the file's keys; those of flags last."""
+    where = {key: i for i, key in enumerate(keys)}
+    return sorted(errors, key=lambda e: where.get(e.path.partition(".")[0], len(where)))
+
+
+def _read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, str], list[FieldError], list[str]]:
+    """The known settings of a config file, how the file spelled each (``max-body-bytes``), an
+    error for each unknown name, and the file's keys in order. A file that cannot be read or
+    decoded raises at once."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -119,16 +147,36 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValidationError(FieldError("config", "must be a table of settings"), what="serve settings")
     doc = dict(doc.get("serve", doc)) if isinstance(doc.get("serve"), dict) else dict(doc)
     out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     errors = []
     for key, value in doc.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")
         if name not in FIELD_NAMES:
-            errors.append(FieldError(key, f"unknown setting (known: {', '.join(sorted(FIELD_NAMES))})"))
+            match = did_you_mean(name, FIELD_NAMES - set(out))
+            if match is not None and "-" in str(key):  # suggest it the way the file writes names
+                match = match.replace("_", "-")
+            hint = f", did you mean {match!r}?" if match is not None else ""
+            errors.append(FieldError(str(key), f"unknown setting{hint} (known: {', '.join(sorted(FIELD_NAMES))})"))
             continue
         out[name] = value
-    if errors:
-        raise ValidationError(errors, what="serve settings")
-    return out
+        spelled[name] = str(key)
+    return out, spelled, errors, [str(key) for key in doc]
+
+
+def _value_errors(values: dict[str, Any], spelled: dict[str, str]) -> list[FieldError]:
+    """What ``ServeSettings.check`` finds wrong in ``values``, at the names the file used."""
+    try:
+        ServeSettings(**values).check()
+    except ValidationError as exc:
+        return [_respell(e, spelled) for e in exc.errors]
+    return []
+
+
+def _respell(error: FieldError, spelled: dict[str, str]) -> FieldError:
+    head, dot, rest = error.path.partition(".")
+    if head in spelled and spelled[head] != head:
+        return FieldError(spelled[head] + dot + rest, error.message)
+    return error
 
 
 def _toml() -> Any:
@@ -145,9 +193,20 @@ def _toml() -> Any:
 
 
 def make_settings(config: str | Path | None = None, **overrides: Any) -> ServeSettings:
-    """Settings from defaults, then the config file, then ``overrides`` that are not None."""
+    """Settings from defaults, then the config file, then ``overrides`` that are not None.
+
+    Every problem is reported in one error: unknown names in the file and wrong values, each
+    at the name the file gave it (a value a flag replaces is not checked)."""
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    errors: list[FieldError] = []
+    keys: list[str] = []
     if config is not None:
-        values.update(load_config_file(config))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return ServeSettings(**values).check()
+        values, spelled, errors, keys = _read_config_file(config)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    spelled = {k: v for k, v in spelled.items() if k not in given}
+    errors += _value_errors(values, spelled)
+    if errors:
+        raise ValidationError(_in_file_order(errors, keys), what="serve settings")
+    return ServeSettings(**values)
