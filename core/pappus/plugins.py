@@ -23,10 +23,18 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import BackendUnavailable, PluginError
+from .errors import BackendUnavailable, PappusError, PluginError
 from .interfaces import Availability, Backend, FaultMonitor
 
 ENTRY_POINT_GROUP = "pappus"
+
+
+class NotInstalled(BackendUnavailable):
+    """No installed plugin provides a backend (or engine) of that name. Unlike a backend that is
+    installed but cannot run here, the message says so and lists what is installed."""
+
+    def __init__(self, backend: str, reason: str, subject: str | None = None) -> None:
+        PappusError.__init__(self, f"{subject}: {reason}" if subject else reason, backend=backend, reason=reason)
 
 
 @dataclass
@@ -72,8 +80,8 @@ class BackendRegistry:
         try:
             return self._backends[name]
         except KeyError:
-            known = ", ".join(sorted(self._backends)) or "none"
-            raise BackendUnavailable(name, f"no such backend (installed: {known})") from None
+            raise NotInstalled(name, f"{name!r} is not an installed backend "
+                                 f"(installed: {', '.join(self.names()) or 'none'})") from None
 
     def owner(self, name: str) -> str:
         return self._owner[name]
@@ -141,7 +149,8 @@ class Plugins:
                     continue
                 self._load_entry_point(ep)
             for module in _extra_modules():
-                self._load_entry_point(metadata.EntryPoint(name=module, value=module, group=ENTRY_POINT_GROUP))
+                self._load_entry_point(metadata.EntryPoint(name=module, value=module, group=ENTRY_POINT_GROUP),
+                                       extra=True)
             self._register_all()
             self._loaded = True
         return self
@@ -158,7 +167,9 @@ class Plugins:
         if self._loaded:
             self._call_registration(name)
 
-    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+    def _load_entry_point(self, ep: metadata.EntryPoint, extra: bool = False) -> None:
+        """``extra``: a PAPPUS_PLUGIN_MODULES module; one already loaded (through its entry
+        point) is not loaded again."""
         dist = getattr(ep, "dist", None)
         record = PluginRecord(
             name=ep.name,
@@ -172,6 +183,9 @@ class Plugins:
             return
         try:
             module = ep.load()
+            if extra and self.pm.is_registered(module):
+                del self.records[ep.name]  # its entry point's record already says what it registered
+                return
             self.pm.register(module, name=ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
             record.ok, record.error = False, _reason(exc)
@@ -220,11 +234,20 @@ class Plugins:
         self.load()
         name, sep, kind = engine.rpartition("-")
         if not sep:
-            raise BackendUnavailable(engine, "engine names look like '<backend>-<kind>', e.g. 'cpu-sequential'")
+            if engine in self.backends:
+                raise NotInstalled(engine, "engine names look like '<backend>-<kind>' (backend "
+                                     f"{engine!r} has: {', '.join(self.backends.get(engine).engine_names())})",
+                                     f"engine {engine!r}")
+            engines = [e for b in sorted(self.backends, key=lambda b: b.name) for e in b.engine_names()]
+            raise NotInstalled(engine, f"{engine!r} is not an installed backend, and engine names look like '<backend>-<kind>' "
+                                 f"(installed engines: {', '.join(engines) or 'none'})", f"engine {engine!r}")
+        if name not in self.backends:
+            raise NotInstalled(name, f"{name!r} is not an installed backend "
+                                 f"(installed: {', '.join(self.backends.names()) or 'none'})", f"engine {engine!r}")
         backend = self.backends.get(name)
         if kind not in backend.engine_kinds:
-            raise BackendUnavailable(engine, f"backend {name!r} has no {kind!r} engine "
-                                     f"(it has: {', '.join(backend.engine_kinds)})")
+            raise NotInstalled(engine, f"backend {name!r} has no {kind!r} engine "
+                                 f"(it has: {', '.join(backend.engine_names())})", f"engine {engine!r}")
         return backend, kind
 
     def availability(self, backend: Backend) -> Availability:
@@ -304,7 +327,7 @@ def _allowed_plugins() -> set[str] | None:
 
 def _extra_modules() -> list[str]:
     value = os.environ.get("PAPPUS_PLUGIN_MODULES", "")
-    return [part.strip() for part in value.split(",") if part.strip()]
+    return list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))  # each once
 
 
 _plugins: Plugins | None = None

@@ -238,7 +238,7 @@ def _inspect(data: bytes) -> LibraryInfo:
     if len(data) > MAX_LIBRARY_BYTES:
         raise LibraryError(f"library is {len(data)} bytes; the limit is {MAX_LIBRARY_BYTES}")
     if data[:4] != b"\x7fELF":
-        raise LibraryError("not an ELF shared object (build CPU libraries with `pappus build --target cpu`)")
+        raise LibraryError("not an ELF shared object (build CPU libraries with `pappus build --targets cpu`)")
     if len(data) < 64:
         raise LibraryError("truncated ELF file: the header is incomplete")
     if data[4] != 2 or data[5] != 1:
@@ -329,7 +329,7 @@ def _inspect(data: bytes) -> LibraryInfo:
 
     manifest = sections.get(MANIFEST_SECTION)
     if manifest is None:
-        raise LibraryError(f"library has no {MANIFEST_SECTION} section: build it with `pappus build --target cpu`")
+        raise LibraryError(f"library has no {MANIFEST_SECTION} section: build it with `pappus build --targets cpu`")
     kernels = _parse_manifest(_section_bytes(data, manifest, MANIFEST_SECTION), RECORD_KERNEL)
     uses_heap = HEAP_SECTION in sections or "__pappus_device_malloc" in local_names \
         or "__pappus_device_malloc" in exported
@@ -571,7 +571,7 @@ def _parse_manifest(raw: bytes, want_type: int) -> dict[str, tuple[KernelParam, 
         _magic, abi, rtype, size, nparams, namelen, _reserved = struct.unpack_from("<IHHIIII", raw, pos)
         if abi != ABI_VERSION:
             raise LibraryError(f"library was built for pappus CPU ABI {abi}; this backend runs ABI "
-                               f"{ABI_VERSION}: rebuild it with `pappus build --target cpu`")
+                               f"{ABI_VERSION}: rebuild it with `pappus build --targets cpu`")
         if nparams > MAX_PARAMS:
             raise LibraryError(f"a kernel in {MANIFEST_SECTION} has {nparams} parameters (at most {MAX_PARAMS})")
         need = 24 + 8 * (nparams + 1) + namelen + 1

@@ -38,7 +38,7 @@ def check() -> Availability:
     from .build import find_cxx
 
     if find_cxx() is None:
-        notes.append("no C++ compiler: registered libraries run, `pappus build --target cpu` does not")
+        notes.append("no C++ compiler: registered libraries run, `pappus build --targets cpu` does not")
     if shutil.which("hipcc") is None:
         notes.append("no hipcc: gfx* build targets unavailable")
     text = "kernels run in a forked child per invocation under a seccomp allow-list"

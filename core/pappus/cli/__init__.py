@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         if isinstance(exc, ValidationError) and len(exc.errors) > 1:
-            print(f"pappus: {exc.fields.get('what', 'config')} is invalid ({len(exc.errors)} problems):",
+            what = exc.fields.get("what", "config")
+            print(f"pappus: {what} {'are' if what == 'arguments' else 'is'} invalid ({len(exc.errors)} problems):",
                   file=sys.stderr)
             for err in exc.errors:
                 print(f"  {err}", file=sys.stderr)

@@ -73,6 +73,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=False, quiet=False)
     out = Path(args.out)
@@ -133,17 +134,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             exp["plot"] = plot_experiment(exp, out / "latency.png").name
         except ImportError:
-            console.print("no plot: matplotlib is missing (pip install 'pappus[serve]')")
+            console.print("no plot: matplotlib is missing (pip install 'pappus[serve]')", markup=False)
             args.no_plot = True
     doc["experiments"].append(exp)
     write_json(doc, out / "bench.json")
     console.print(rich_table(exp))
     for line in max_throughput_lines(exp):
-        console.print(f"  {line}")
-    console.print(f"results: {out / 'bench.json'}" + ("" if args.no_plot else f", plot: {out / 'latency.png'}"))
+        console.print(f"  {line}", markup=False)
+    console.print(f"results: {out / 'bench.json'}" + ("" if args.no_plot else f", plot: {out / 'latency.png'}"),
+                  markup=False)
     wrong = [w for s in series for w in s.wrong_results]
     if wrong:
-        console.print(f"[red]wrong results[/red]: {wrong[0]}")
+        console.print(f"[red]wrong results[/red]: {escape(str(wrong[0]))}")
         return 1
     return 0
 
@@ -174,6 +176,6 @@ def _suite(args: argparse.Namespace, out: Path, console: Any, command: str) -> i
     figures = target_figures(doc)
     doc["targets"] = figures
     (out / "results.md").write_text(results_markdown(doc, figures))
-    console.print(figures_markdown(figures))
-    console.print(f"results: {out / 'results.json'}, {out / 'results.md'}")
+    console.print(figures_markdown(figures), markup=False)
+    console.print(f"results: {out / 'results.json'}, {out / 'results.md'}", markup=False)
     return 0

@@ -33,6 +33,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from ..demo import DemoFailed, run_demo
 
@@ -40,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_demo(Path(args.out), quick=args.quick, console=console, workers=args.workers)
     except DemoFailed as exc:
-        console.print(f"[bold red]pappus demo FAILED[/bold red]: {exc}")
+        console.print(f"[bold red]pappus demo FAILED[/bold red]: {escape(str(exc))}")
         return 1
     return 0

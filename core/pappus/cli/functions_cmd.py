@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import add_runtime_options, runtime_from
+from .common import add_runtime_options, check_state_dir, note_missing_state_dir, runtime_from
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -41,11 +41,16 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..registry import Registry
+    from ..registry import FunctionRecord, LibraryRecord, Registry
 
-    reg = Registry(args.state_dir)
-    libs = reg.list_libraries(args.tenant)
-    funcs = reg.list_functions(args.tenant)
+    libs: list[LibraryRecord] = []
+    funcs: list[FunctionRecord] = []
+    if check_state_dir(args.state_dir):  # a reader: never creates the state directory
+        reg = Registry(args.state_dir)
+        libs = reg.list_libraries(args.tenant)
+        funcs = reg.list_functions(args.tenant)
+    else:
+        note_missing_state_dir(args.state_dir)
     if args.json:
         print(json.dumps({"libraries": [vars(r) for r in libs], "functions": [
             {"name": f.name, "engine": f.engine, "libraries": f.libraries} for f in funcs]}, indent=2))

@@ -7,6 +7,7 @@ import importlib.util
 from typing import Any
 
 from ..errors import BackendUnavailable, PappusError
+from .common import check_state_dir
 from .tenant_cmd import quota_pairs
 
 EPILOG = """\
@@ -78,6 +79,8 @@ def run_serve(args: argparse.Namespace) -> int:
                              pool_bytes=args.pool_bytes, heap_limit=args.heap_limit, deadline=args.deadline,
                              drain_timeout=args.drain_timeout, log_level=args.log_level,
                              access_log=args.access_log, quotas=quotas)
+    # A state directory that is a file is named here, not reported as a failure to listen.
+    check_state_dir(settings.state_dir, "--state-dir" if args.state_dir is not None else f"state_dir in {args.config}")
     if args.cluster:
         return _run_cluster(args, settings)
     try:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import FieldError, ValidationError
+from .common import check_state_dir, note_missing_state_dir
 
 EPILOG = """\
 examples:
@@ -91,17 +92,23 @@ def quota_pairs(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace, *, create: bool = True) -> Any:
+    """The tenant store of --state-dir; ``None`` when it does not exist and ``create`` is false
+    (read-only commands never create a state directory)."""
     from ..serve.settings import SERVE_QUOTAS
     from ..tenants import TenantStore
 
+    if not check_state_dir(args.state_dir) and not create:
+        note_missing_state_dir(args.state_dir)
+        return None
     # Effective quotas as 'pappus serve' sees them (before its --quota / config-file defaults).
     return TenantStore(args.state_dir, base_quotas=SERVE_QUOTAS)
 
 
 def run_add(args: argparse.Namespace) -> int:
     store = _store(args)
-    token = store.add(args.name, weight=args.weight or 1, operator=args.operator, quotas=quota_pairs(args.quota))
+    weight = 1 if args.weight is None else args.weight  # 0 is refused like 'tenant set --weight 0'
+    token = store.add(args.name, weight=weight, operator=args.operator, quotas=quota_pairs(args.quota))
     print(f"tenant {args.name} created; its token is shown once, below (store it now):")
     print(token)
     return 0
@@ -116,7 +123,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     removed = _store(args).remove(args.name, purge=not args.keep_objects)
-    extra = f", {len(removed)} objects removed" if removed else ""
+    extra = f", {len(removed)} object{'' if len(removed) == 1 else 's'} removed" if removed else ""
     print(f"tenant {args.name} removed{extra}")
     return 0
 
@@ -138,8 +145,8 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = _store(args)
-    tenants = store.list_tenants()
+    store = _store(args, create=False)
+    tenants = store.list_tenants() if store is not None else []
     if args.json:
         print(json.dumps([dict(t.public(), effective_quotas=store.quotas(t.name).to_dict()) for t in tenants],
                          indent=2))
@@ -154,9 +161,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_defaults(args: argparse.Namespace) -> int:
-    store = _store(args)
     quotas = quota_pairs(args.quota)
-    current = store.set_defaults(quotas) if quotas else store.defaults()
+    store = _store(args, create=bool(quotas))
+    if store is None:  # no state directory: the defaults 'pappus serve' would start with
+        from ..serve.settings import SERVE_QUOTAS
+
+        current = SERVE_QUOTAS
+    else:
+        current = store.set_defaults(quotas) if quotas else store.defaults()
     if args.json:
         print(json.dumps(current.to_dict(), indent=2))
     else:

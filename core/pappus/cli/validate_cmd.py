@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, LibraryError, ValidationError
-from .common import pairs, read_library_file
+from .common import file_problem, pairs, read_library_file
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend:
         backend = plugins.backend(args.backend)
     elif libs:
-        backend = guess_backend(plugins, next(iter(libs.values())))
+        backend = guess_backend(plugins, *next(iter(libs.items())))
     device = backend.driver.device_limits() if backend else None
     config = parse_function(doc, device=device)
     if libs:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             except LibraryError as exc:
                 errors.append(FieldError(f"--library {name}", exc.errors[0].message))
             except OSError as exc:
-                errors.append(FieldError(f"--library {name}", f"cannot read {path}: {exc.strerror}"))
+                errors.append(FieldError(f"--library {name}", file_problem(path, exc)))
         missing = [lib for lib in config.libraries if lib not in libs]
         errors += [FieldError("library", f"library {lib!r} is named by the config but not given with --library")
                    for lib in missing]
@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def guess_backend(plugins: Any, path: str) -> Any:
-    """The first backend whose driver accepts the file."""
+def guess_backend(plugins: Any, name: str, path: str) -> Any:
+    """The first backend whose driver accepts the file of ``--library NAME=PATH``."""
     try:
         data = read_library_file(path)
     except OSError as exc:
-        raise LibraryError(f"cannot read {path}: {exc.strerror}", "--library") from None
+        raise LibraryError(file_problem(path, exc), f"--library {name}") from None
     reasons = []
     for backend in plugins.backends:
         try:
@@ -82,4 +82,4 @@ def guess_backend(plugins: Any, path: str) -> Any:
             reasons.append(f"{backend.name}: {exc.errors[0].message}")
         except Exception as exc:  # a broken driver must not hide the others
             reasons.append(f"{backend.name}: {exc}")
-    raise LibraryError(f"no backend accepts {path} (" + "; ".join(reasons) + ")")
+    raise LibraryError(f"no backend accepts {path!r} (" + "; ".join(reasons) + ")", f"--library {name}")
