@@ -43,6 +43,7 @@ def run_demo(out: Path, *, quick: bool = False, console: Any = None, workers: in
              build_dir: Path | None = None) -> dict[str, Any]:
     """Run the demo; return the results document. Raises :class:`DemoFailed` on a wrong result."""
     from rich.console import Console
+    from rich.markup import escape
 
     from .bench.report import new_document, plot_experiments, rich_table, write_json
     from .bench.sweep import Level, run_series
@@ -61,7 +62,7 @@ def run_demo(out: Path, *, quick: bool = False, console: Any = None, workers: in
     if not availability:
         raise BackendUnavailable("cpu", availability.reason)
 
-    console.print(f"[bold]pappus demo[/bold]: the thesis workloads on the CPU backend ({availability.reason})")
+    console.print("[bold]pappus demo[/bold]" + escape(f": the thesis workloads on the CPU backend ({availability.reason})"))
     t0 = time.monotonic()
     matmul = load_workload("matmul128", "cpu", build_dir)
     inference = load_workload(plan.inference, "cpu", build_dir)
@@ -119,8 +120,8 @@ def run_demo(out: Path, *, quick: bool = False, console: Any = None, workers: in
         plot = "no plot (matplotlib is missing: pip install 'pappus[serve]')"
     timeouts = sum(lv["errors"] for e in experiments for s in e["series"] for lv in s["levels"])
     note = f" ({timeouts} requests past their deadline: is the machine busy?)" if timeouts else ""
-    console.print(f"[green]every result matched numpy[/green]{note}; results: {out / 'results.json'}, "
-                  f"{plot} ({time.monotonic() - t_start:.0f} s)")
+    console.print("[green]every result matched numpy[/green]"
+                  + escape(f"{note}; results: {out / 'results.json'}, {plot} ({time.monotonic() - t_start:.0f} s)"))
     return doc
 
 

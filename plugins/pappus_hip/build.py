@@ -1,4 +1,4 @@
-"""Build HIP source into AMDGPU code objects with hipcc (``pappus build --target gfx90a``)."""
+"""Build HIP source into AMDGPU code objects with hipcc (``pappus build --targets gfx90a``)."""
 
 from __future__ import annotations
 

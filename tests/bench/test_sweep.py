@@ -237,3 +237,19 @@ def test_plot_json_and_target_figures(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     write_json({"x": tmp_path}, tmp_path / "d.json")
     assert json.loads((tmp_path / "d.json").read_text()) == {"x": str(tmp_path)}
+
+
+def test_report_table_prints_names_verbatim() -> None:
+    """Target names and notes are data: a '[...]' in them is not Rich markup to be swallowed."""
+    from rich.console import Console
+
+    from pappus.bench.report import rich_table
+
+    level = {"x": 10.0, "rps_offered": 10.0, "throughput": 9.5, "p50_ms": 1.2, "p99_ms": 3.4, "errors": 0,
+             "error_rate": 0.0, "sent": 20, "foreign_cpu": None}
+    experiment = {"name": "demo[quick]", "x_label": "rps", "series": [{"target": {"name": "cpu[fast]"},
+                                                                        "levels": [level]}]}
+    console = Console(record=True, width=200)
+    console.print(rich_table(experiment))
+    text = console.export_text()
+    assert "cpu[fast]" in text and "demo[quick]" in text

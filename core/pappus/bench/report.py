@@ -181,13 +181,15 @@ def rows(experiment: dict[str, Any]) -> list[list[str]]:
 
 
 def rich_table(experiment: dict[str, Any]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=experiment.get("title", experiment["name"]), title_justify="left")
+    # Cells are data (target names, figures, notes): never Rich markup.
+    table = Table(title=escape(experiment.get("title", experiment["name"])), title_justify="left")
     for col in columns(experiment):
-        table.add_column(col, justify="left" if col == "target" else "right", no_wrap=col == "target")
+        table.add_column(escape(col), justify="left" if col == "target" else "right", no_wrap=col == "target")
     for row in rows(experiment):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 
