@@ -18,4 +18,5 @@ from .plugin import (  # noqa: F401 - hooks and fixtures pytest finds on this mo
     pytest_configure,
     pytest_report_header,
     pytest_sessionfinish,
+    pytest_sessionstart,
 )

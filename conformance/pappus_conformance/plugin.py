@@ -49,6 +49,7 @@ def _active(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if not _active(config):
         return
+    _check_options(config)
     config.addinivalue_line("markers", "requires(*capabilities): capabilities a conformance test needs "
                                        "besides its property's own")
     # Run the shipped suite unless the user pointed pytest at specific tests.
@@ -57,6 +58,41 @@ def pytest_configure(config: pytest.Config) -> None:
     reporter = _Reporter(config)
     config.stash[_STATE_KEY] = reporter
     config.pluginmanager.register(reporter, "pappus-conformance-reporter")
+
+
+def _check_options(config: pytest.Config) -> None:
+    """An unknown backend or engine is a usage error up front, not an INTERNALERROR or 30 errors."""
+    from pappus.errors import PappusError
+    from pappus.plugins import get_plugins
+
+    name = config.getoption("--pappus-backend")
+    try:
+        backend = get_plugins().backend(name)
+    except PappusError as exc:
+        raise pytest.UsageError(f"--pappus-backend: {exc}") from None
+    engine = config.getoption("--pappus-engine")
+    if engine:
+        kind = engine.removeprefix(f"{backend.name}-")  # the full engine name is accepted too
+        if kind not in backend.engine_kinds:
+            accepted = ", ".join(f"{k} (or {backend.name}-{k})" for k in backend.engine_kinds)
+            raise pytest.UsageError(f"--pappus-engine {engine!r}: backend {backend.name!r} has no such engine; "
+                                    f"use {accepted}")
+        config.option.pappus_engine = kind
+
+
+def _show_header_when_quiet(config: pytest.Config) -> None:
+    """pytest skips report headers under -q; this one must reach the CI log anyway."""
+    if config.getoption("verbose") >= 0 or hasattr(config, "workerinput"):
+        return
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    for line in (pytest_report_header(config) or []) if terminal is not None else []:
+        terminal.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _active(session.config):
+        _show_header_when_quiet(session.config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -191,6 +227,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     summary = {
         "backend": config.getoption("--pappus-backend"),
+        "verdicts": verdicts(properties, _claimed(config)),
         "engine": config.getoption("--pappus-engine") or "all",
         "exit_status": int(exitstatus),
         "python": platform.python_version(),
@@ -202,3 +239,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
     (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
+
+FAILING = ("failed", "error", "xpassed-stale")
+
+
+def verdicts(properties: dict[str, dict[str, int]], claimed: set[str] | None) -> dict[str, str]:
+    """One word per property of the suite, from its outcome counts and the backend's claims.
+
+    ``failed``: a test failed or errored, or a known gap passes. ``not_claimed``: the backend does
+    not claim the property's capability. ``proven``: at least one test passed and every other test
+    passed too or was not claimed (it needs a second capability the backend does not claim).
+    ``partial``: tests passed, others are known gaps (xfailed) or were skipped. ``not_tested``:
+    claimed, but nothing passed (the backend is unavailable here, or every test was deselected).
+    """
+    result: dict[str, str] = {}
+    for prop in sorted(set(PROPERTIES) | set(properties)):
+        counts = properties.get(prop, {})
+        capability = PROPERTIES[prop].capability if prop in PROPERTIES else None
+        if any(counts.get(o) for o in FAILING):
+            result[prop] = "failed"
+        elif claimed is not None and capability is not None and capability not in claimed:
+            result[prop] = "not_claimed"
+        elif not counts.get("passed"):
+            result[prop] = "not_claimed" if counts and set(counts) == {"not_claimed"} else "not_tested"
+        elif set(counts) <= {"passed", "not_claimed"}:
+            result[prop] = "proven"
+        else:
+            result[prop] = "partial"
+    return result
+
+
+def _claimed(config: pytest.Config) -> set[str] | None:
+    from pappus.plugins import get_plugins
+
+    try:
+        return {c.value for c in get_plugins().backend(config.getoption("--pappus-backend")).capabilities}
+    except Exception:
+        return None

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import sys
 from typing import Any
+
+XDIST_MISSING = "pytest-xdist is not installed: pip install pytest-xdist (or run serially with -n 0)"
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -16,12 +21,42 @@ def add_parser(sub: Any, formatter: Any) -> None:
         epilog="examples:\n  pappus conformance --backend cpu --report out/conformance\n"
                "  pappus conformance --backend cpu --engine multiprocess -- -x -k zeroing")
     p.add_argument("--backend", required=True, help="backend to test (see 'pappus plugins')")
-    p.add_argument("--engine", choices=["sequential", "multiprocess"], help="test one engine kind only")
+    p.add_argument("--engine", metavar="KIND",
+                   help="test one engine only: sequential or multiprocess (or its full name, e.g. cpu-sequential)")
     p.add_argument("--report", metavar="DIR", help="write DIR/summary.json and DIR/junit.xml")
-    p.add_argument("-n", "--jobs", default="auto", help="pytest-xdist workers (default: auto; 0 for none)")
+    p.add_argument("-n", "--jobs", default=None,
+                   help="pytest-xdist workers (default: auto when pytest-xdist is installed, else none; 0 for none)")
     p.add_argument("--workers", type=int, default=2, help="workers of the multiprocess engine (default: 2)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
     p.set_defaults(func=run)
+
+
+def engine_kind(backend: Any, engine: str) -> str:
+    """``sequential`` or ``<backend>-sequential`` -> ``sequential``, if the backend has that engine."""
+    kind = engine.removeprefix(f"{backend.name}-")
+    if kind not in backend.engine_kinds:
+        engines = ", ".join(f"{k} (or {backend.name}-{k})" for k in backend.engine_kinds)
+        raise ValueError(f"--engine {engine!r}: backend {backend.name!r} has no such engine; use {engines}")
+    return kind
+
+
+def xdist_args(jobs: str | None) -> list[str]:
+    """The pytest arguments for ``-n``; without pytest-xdist, serial unless -n was asked for."""
+    if jobs in ("0", "no"):
+        return []
+    try:
+        missing = importlib.util.find_spec("xdist") is None
+    except ImportError:
+        missing = True
+    if missing:
+        if jobs is not None:
+            raise ValueError(f"-n {jobs}: {XDIST_MISSING}")
+        print("pappus conformance: pytest-xdist is not installed, running serially "
+              "(pip install pytest-xdist for -n)", file=sys.stderr)
+        return []
+    # With plugin autoloading off, pytest knows -n only once xdist is loaded explicitly.
+    load = ["-p", "xdist.plugin"] if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") else []
+    return [*load, "-n", str(jobs or "auto")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,23 +64,25 @@ def run(args: argparse.Namespace) -> int:
 
     from ..plugins import get_plugins
 
-    get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
+    backend = get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
+    kind = engine_kind(backend, args.engine) if args.engine else None
+    parallel = xdist_args(args.jobs)
+    # -q keeps the progress terse; the plugin still prints its report header (backend, claims,
+    # worker confinement, PAPPUS_* switches) under -q.
     argv = ["-p", "pappus_conformance", "--pappus-backend", args.backend, "-q",
             "--pappus-workers", str(args.workers), "-p", "no:cacheprovider",
             # this process imported pappus already; pytest cannot rewrite asserts in it, and need not
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     # Locate the suite without importing the plugin, so pytest can still rewrite its asserts.
-    import importlib.util
     from pathlib import Path
 
     spec = importlib.util.find_spec("pappus_conformance")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the pappus_conformance package is not installed")
     argv.append(str(Path(list(spec.submodule_search_locations)[0]) / "suite"))
-    if args.engine:
-        argv += ["--pappus-engine", args.engine]
-    if args.jobs not in ("0", "no"):
-        argv += ["-n", str(args.jobs)]
+    if kind:
+        argv += ["--pappus-engine", kind]
+    argv += parallel
     if args.report:
         argv += ["--pappus-report", args.report, f"--junitxml={args.report}/junit.xml"]
     extra = list(args.pytest_args or [])
