@@ -155,7 +155,8 @@ def test_verdict_rules():
                     "malloc_heap": {"passed": 2, "xfailed": 1},
                     "bounded_execution": {"not_claimed": 3}}, claimed)
     assert got == {"zeroing": "proven", "fault_containment": "failed", "malloc_heap": "partial",
-                   "bounded_execution": "not_claimed", "no_host_escape": "not_claimed"}
+                   "bounded_execution": "not_claimed", "no_host_escape": "not_claimed",
+                   "signatures": "not_claimed"}
     assert verdicts({"zeroing": {"skipped": 26}}, {"zeroing"})["zeroing"] == "not_tested"
     assert verdicts({"zeroing": {"xpassed-stale": 1, "passed": 3}}, {"zeroing"})["zeroing"] == "failed"
     assert verdicts({}, {"zeroing"})["zeroing"] == "not_tested"
@@ -179,7 +180,7 @@ def test_verdicts_and_the_documented_ci_gate(tmp_path):
     assert summary["properties"]["fault_containment"] == {"passed": 1, "not_claimed": 1}
     assert summary["verdicts"] == {"zeroing": "proven", "fault_containment": "proven",
                                    "bounded_execution": "not_claimed", "malloc_heap": "not_tested",
-                                   "no_host_escape": "not_tested"}
+                                   "no_host_escape": "not_tested", "signatures": "not_tested"}
     gate = _doc_gate()
     ok = _run(["-c", gate, str(report / "summary.json"), "zeroing", "fault_containment"], env, tmp_path)
     assert ok.returncode == 0, ok.stderr

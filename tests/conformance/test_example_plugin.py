@@ -31,7 +31,7 @@ def test_example_plugin_installs_and_conforms(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     props = summary["properties"]
-    for claimed in ("zeroing", "fault_containment", "bounded_execution"):
+    for claimed in ("zeroing", "fault_containment", "bounded_execution", "signatures"):
         assert props[claimed].get("passed", 0) > 0 and set(props[claimed]) == {"passed"}, props[claimed]
     for unclaimed in ("malloc_heap", "no_host_escape"):
         assert set(props[unclaimed]) == {"not_claimed"}, props[unclaimed]
