@@ -234,11 +234,38 @@ def _without_soname(data: bytes) -> bytes:
     raise LibraryError("the dynamic table changed while it was read")  # cannot happen: dyn came from it
 
 
+EM_AMDGPU = 224
+EM_CUDA = 190
+_REBUILD = "build a CPU library from the same source with `pappus build --targets cpu`"
+
+
+def _gpu_code_object(data: bytes) -> str | None:
+    """What a GPU backend's library is, when one is given to the CPU backend (else None)."""
+    if data.startswith(b"__CLANG_OFFLOAD_BUNDLE__"):
+        return "an AMD GPU code object bundle (.hsaco, for the hip backend)"
+    if data[:4] == b"\x50\xed\x55\xba":
+        return "an NVIDIA fatbin (for the cuda backend)"
+    if data[:4] == b"\x7fELF" and len(data) >= 20:
+        machine = struct.unpack_from("<H", data, 18)[0]
+        if machine == EM_AMDGPU:
+            return "an AMD GPU code object (.hsaco, for the hip backend)"
+        if machine == EM_CUDA:
+            return "an NVIDIA cubin (for the cuda backend)"
+    head = data[:4096].lstrip()
+    if head.startswith((b"//", b".version")) and b".target" in data[:4096]:
+        return "NVIDIA PTX (for the cuda backend)"
+    return None
+
+
 def _inspect(data: bytes) -> LibraryInfo:
     if len(data) > MAX_LIBRARY_BYTES:
         raise LibraryError(f"library is {len(data)} bytes; the limit is {MAX_LIBRARY_BYTES}")
+    foreign = _gpu_code_object(data)
+    if foreign:
+        raise LibraryError(f"this is {foreign}, not a CPU library: register it with that backend's engines, "
+                           f"or {_REBUILD}")
     if data[:4] != b"\x7fELF":
-        raise LibraryError("not an ELF shared object (build CPU libraries with `pappus build --targets cpu`)")
+        raise LibraryError(f"not an ELF shared object ({_REBUILD})")
     if len(data) < 64:
         raise LibraryError("truncated ELF file: the header is incomplete")
     if data[4] != 2 or data[5] != 1:

@@ -288,3 +288,16 @@ def test_ptx_corruption_is_a_library_error_or_a_clean_read(code_objects, pos, ju
         read_library(bytes(data))
     except LibraryError:
         pass
+
+
+def test_the_cpu_backend_names_nvidia_code_given_to_it():
+    """A fatbin registered on a CPU engine is named for what it is, not just "not an ELF"."""
+    from pathlib import Path
+
+    from pappus.errors import LibraryError
+    from pappus_cpu.driver import CpuDriver
+
+    fatbin = (Path(__file__).parent / "prebuilt" / "clean.fatbin").read_bytes()
+    with pytest.raises(LibraryError) as info:
+        CpuDriver().inspect_library(fatbin)
+    assert "NVIDIA fatbin (for the cuda backend)" in str(info.value) and "--targets cpu" in str(info.value)

@@ -166,3 +166,15 @@ def test_target_ids():
             TargetID.parse(bad)
     with pytest.raises(LibraryError, match="not an AMDGPU target id"):
         read_library(b"", "sm_80")
+
+
+@pytest.mark.parametrize("form", ["bundle", "raw-gfx90a"])
+def test_the_cpu_backend_names_an_amd_code_object_given_to_it(code_objects, form):
+    """A .hsaco registered on a CPU engine is named for what it is, not just "not an ELF"."""
+    from pappus.errors import LibraryError
+    from pappus_cpu.driver import CpuDriver
+
+    with pytest.raises(LibraryError) as info:
+        CpuDriver().inspect_library(code_objects.get("clean", 4, form))
+    assert "AMD GPU code object" in str(info.value) and "hip backend" in str(info.value)
+    assert "--targets cpu" in str(info.value)
