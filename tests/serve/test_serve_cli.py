@@ -149,3 +149,19 @@ def test_serve_help_and_missing_engine(tmp_path):
     res = subprocess.run(serve_command("--engine", "nope-sequential", "--state-dir", str(tmp_path)),
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_an_address_in_use_is_named_and_nothing_else_is_blamed_on_it(tmp_path):
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        res = subprocess.run(serve_command("--engine", "host-sequential", "--port", str(port), "--state-dir",
+                                           str(tmp_path)), capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.stderr

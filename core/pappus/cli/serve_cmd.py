@@ -6,7 +6,7 @@ import argparse
 import importlib.util
 from typing import Any
 
-from ..errors import BackendUnavailable, PappusError
+from ..errors import PappusError
 from .common import check_state_dir
 from .tenant_cmd import quota_pairs
 
@@ -83,12 +83,7 @@ def run_serve(args: argparse.Namespace) -> int:
     check_state_dir(settings.state_dir, "--state-dir" if args.state_dir is not None else f"state_dir in {args.config}")
     if args.cluster:
         return _run_cluster(args, settings)
-    try:
-        return int(run(settings))
-    except BackendUnavailable:
-        raise
-    except OSError as exc:
-        raise PappusError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    return int(run(settings))  # an address that cannot be bound is a ListenError, named there
 
 
 def _run_cluster(args: argparse.Namespace, settings: Any) -> int:
@@ -98,7 +93,4 @@ def _run_cluster(args: argparse.Namespace, settings: Any) -> int:
         raise PappusError("--cluster-actors must be >= 1")
     from ..cluster.serve import run_cluster
 
-    try:
-        return int(run_cluster(settings, args.cluster, actors=args.cluster_actors))
-    except OSError as exc:
-        raise PappusError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    return int(run_cluster(settings, args.cluster, actors=args.cluster_actors))  # binds through serve.server

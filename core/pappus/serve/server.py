@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..errors import PappusError
 from ..runtime import Runtime
 from ..tenants import TenantStore
 from .limits import check_no_auth_bind
@@ -37,6 +38,10 @@ def build_runtime(settings: ServeSettings) -> Runtime:
                    deadline=settings.deadline, tenants=store)
 
 
+class ListenError(PappusError):
+    """The server's address cannot be bound (in use, not ours, not an address of this host)."""
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     # proto=IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
@@ -46,9 +51,10 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host.strip("[]"), port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", host=host, port=port,
+                          errno=exc.errno) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
