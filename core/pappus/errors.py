@@ -246,8 +246,16 @@ class BackendUnavailable(PappusError):
     code = "backend_unavailable"
     http_status = 503
 
-    def __init__(self, backend: str, reason: str) -> None:
-        super().__init__(f"backend {backend!r} is unavailable: {reason}", backend=backend, reason=reason)
+    def __init__(self, backend: str, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"backend {backend!r} is unavailable: {reason}", backend=backend, reason=reason)
+
+
+class BackendNotInstalled(BackendUnavailable):
+    """No installed plugin provides the backend (or engine) named. Unlike a backend that is
+    installed but cannot run here, the message says so and lists what is installed."""
+
+    def __init__(self, backend: str, reason: str, subject: str | None = None) -> None:
+        super().__init__(backend, reason, f"{subject}: {reason}" if subject else reason)
 
 
 class DeviceError(PappusError):

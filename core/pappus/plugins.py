@@ -23,18 +23,10 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import BackendUnavailable, PappusError, PluginError
+from .errors import BackendNotInstalled, PluginError
 from .interfaces import Availability, Backend, FaultMonitor
 
 ENTRY_POINT_GROUP = "pappus"
-
-
-class NotInstalled(BackendUnavailable):
-    """No installed plugin provides a backend (or engine) of that name. Unlike a backend that is
-    installed but cannot run here, the message says so and lists what is installed."""
-
-    def __init__(self, backend: str, reason: str, subject: str | None = None) -> None:
-        PappusError.__init__(self, f"{subject}: {reason}" if subject else reason, backend=backend, reason=reason)
 
 
 @dataclass
@@ -80,7 +72,7 @@ class BackendRegistry:
         try:
             return self._backends[name]
         except KeyError:
-            raise NotInstalled(name, f"{name!r} is not an installed backend "
+            raise BackendNotInstalled(name, f"{name!r} is not an installed backend "
                                  f"(installed: {', '.join(self.names()) or 'none'})") from None
 
     def owner(self, name: str) -> str:
@@ -235,18 +227,18 @@ class Plugins:
         name, sep, kind = engine.rpartition("-")
         if not sep:
             if engine in self.backends:
-                raise NotInstalled(engine, "engine names look like '<backend>-<kind>' (backend "
+                raise BackendNotInstalled(engine, "engine names look like '<backend>-<kind>' (backend "
                                      f"{engine!r} has: {', '.join(self.backends.get(engine).engine_names())})",
                                      f"engine {engine!r}")
             engines = [e for b in sorted(self.backends, key=lambda b: b.name) for e in b.engine_names()]
-            raise NotInstalled(engine, f"{engine!r} is not an installed backend, and engine names look like '<backend>-<kind>' "
+            raise BackendNotInstalled(engine, f"{engine!r} is not an installed backend, and engine names look like '<backend>-<kind>' "
                                  f"(installed engines: {', '.join(engines) or 'none'})", f"engine {engine!r}")
         if name not in self.backends:
-            raise NotInstalled(name, f"{name!r} is not an installed backend "
+            raise BackendNotInstalled(name, f"{name!r} is not an installed backend "
                                  f"(installed: {', '.join(self.backends.names()) or 'none'})", f"engine {engine!r}")
         backend = self.backends.get(name)
         if kind not in backend.engine_kinds:
-            raise NotInstalled(engine, f"backend {name!r} has no {kind!r} engine "
+            raise BackendNotInstalled(engine, f"backend {name!r} has no {kind!r} engine "
                                  f"(it has: {', '.join(backend.engine_names())})", f"engine {engine!r}")
         return backend, kind
 
