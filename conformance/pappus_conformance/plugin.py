@@ -72,12 +72,10 @@ def _check_options(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--pappus-backend: {exc}") from None
     engine = config.getoption("--pappus-engine")
     if engine:
-        kind = engine.removeprefix(f"{backend.name}-")  # the full engine name is accepted too
-        if kind not in backend.engine_kinds:
-            accepted = ", ".join(f"{k} (or {backend.name}-{k})" for k in backend.engine_kinds)
-            raise pytest.UsageError(f"--pappus-engine {engine!r}: backend {backend.name!r} has no such engine; "
-                                    f"use {accepted}")
-        config.option.pappus_engine = kind
+        try:
+            config.option.pappus_engine = backend.engine_kind(engine)  # the full engine name is accepted too
+        except ValueError as exc:
+            raise pytest.UsageError(f"--pappus-engine: {exc}") from None
 
 
 def _show_header_when_quiet(config: pytest.Config) -> None:

@@ -331,6 +331,15 @@ class Backend:
     def engine_names(self) -> list[str]:
         return [f"{self.name}-{kind}" for kind in self.engine_kinds]
 
+    def engine_kind(self, engine: str) -> str:
+        """``sequential`` or ``<name>-sequential`` -> ``sequential``; ValueError naming the accepted
+        values if this backend has no such engine."""
+        kind = engine.removeprefix(f"{self.name}-")
+        if kind not in self.engine_kinds:
+            accepted = ", ".join(f"{k} (or {self.name}-{k})" for k in self.engine_kinds)
+            raise ValueError(f"backend {self.name!r} has no engine {engine!r}; use {accepted}")
+        return kind
+
 
 def capabilities(*names: str | Capability) -> frozenset[Capability]:
     return frozenset(Capability(n) for n in names)

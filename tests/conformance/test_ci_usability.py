@@ -129,19 +129,22 @@ def test_pytest_engine_accepts_the_full_name_and_rejects_others(tmp_path):
     assert "engine=sequential" in res.stdout
     bad = _pytest(tmp_path, "--pappus-backend", "cpu", "--pappus-engine", "mygpu-sequential")
     assert bad.returncode == 4 and "Traceback" not in bad.stderr
-    assert ("ERROR: --pappus-engine 'mygpu-sequential': backend 'cpu' has no such engine; "
+    assert ("ERROR: --pappus-engine: backend 'cpu' has no engine 'mygpu-sequential'; "
             "use sequential (or cpu-sequential), multiprocess (or cpu-multiprocess)") in bad.stderr
 
 
-def test_cli_engine_accepts_the_full_name_and_rejects_others():
-    from pappus.cli.conformance_cmd import engine_kind
+def test_cli_engine_accepts_the_full_name_and_rejects_others(tmp_path):
     from pappus.plugins import get_plugins
 
     cpu = get_plugins().backend("cpu")
-    assert engine_kind(cpu, "cpu-multiprocess") == engine_kind(cpu, "multiprocess") == "multiprocess"
+    assert cpu.engine_kind("cpu-multiprocess") == cpu.engine_kind("multiprocess") == "multiprocess"
     for wrong in ("mygpu-sequential", "threads"):
         with pytest.raises(ValueError, match="use sequential \\(or cpu-sequential\\)"):
-            engine_kind(cpu, wrong)
+            cpu.engine_kind(wrong)
+    res = _cli(tmp_path, "--backend", "cpu", "--engine", "threads")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == ("pappus: error: --engine: backend 'cpu' has no engine 'threads'; use sequential "
+                                  "(or cpu-sequential), multiprocess (or cpu-multiprocess)")
 
 
 # --- finding 3 and 6: verdicts, the doc's CI gate, the property table -----------------------------

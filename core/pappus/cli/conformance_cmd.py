@@ -31,15 +31,6 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p.set_defaults(func=run)
 
 
-def engine_kind(backend: Any, engine: str) -> str:
-    """``sequential`` or ``<backend>-sequential`` -> ``sequential``, if the backend has that engine."""
-    kind = engine.removeprefix(f"{backend.name}-")
-    if kind not in backend.engine_kinds:
-        engines = ", ".join(f"{k} (or {backend.name}-{k})" for k in backend.engine_kinds)
-        raise ValueError(f"--engine {engine!r}: backend {backend.name!r} has no such engine; use {engines}")
-    return kind
-
-
 def xdist_args(jobs: str | None) -> list[str]:
     """The pytest arguments for ``-n``; without pytest-xdist, serial unless -n was asked for."""
     if jobs in ("0", "no"):
@@ -65,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from ..plugins import get_plugins
 
     backend = get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
-    kind = engine_kind(backend, args.engine) if args.engine else None
+    try:
+        kind = backend.engine_kind(args.engine) if args.engine else None
+    except ValueError as exc:
+        raise ValueError(f"--engine: {exc}") from None
     parallel = xdist_args(args.jobs)
     # -q keeps the progress terse; the plugin still prints its report header (backend, claims,
     # worker confinement, PAPPUS_* switches) under -q.
