@@ -186,6 +186,9 @@ def test_read_only_commands_do_not_create_the_state_dir(tmp_path, capsys):
         assert main([*cmd, "--state-dir", str(state)]) == 0, cmd
         captured = capsys.readouterr()
         assert out in captured.out and "does not exist" in captured.err, cmd
+    for cmd in (["tenant", "rotate", "bob"], ["tenant", "remove", "bob"], ["tenant", "set", "bob", "--weight", "2"]):
+        assert main([*cmd, "--state-dir", str(state)]) == 1, cmd  # a tenant of no state dir does not exist
+        assert "no tenant named 'bob'" in capsys.readouterr().err, cmd
     assert not (tmp_path / "nope").exists()
 
 

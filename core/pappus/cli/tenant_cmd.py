@@ -114,22 +114,33 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_of_existing(args: argparse.Namespace) -> Any:
+    """The store holding tenant ``args.name``: commands that change a tenant never create a state
+    directory (there is no tenant in one that does not exist)."""
+    store = _store(args, create=False)
+    if store is None:
+        from ..errors import NotFound
+
+        raise NotFound("tenant", args.name)
+    return store
+
+
 def run_rotate(args: argparse.Namespace) -> int:
-    token = _store(args).rotate(args.name)
+    token = _store_of_existing(args).rotate(args.name)
     print(f"tenant {args.name}: new token below; the old one no longer works:")
     print(token)
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    removed = _store(args).remove(args.name, purge=not args.keep_objects)
+    removed = _store_of_existing(args).remove(args.name, purge=not args.keep_objects)
     extra = f", {len(removed)} object{'' if len(removed) == 1 else 's'} removed" if removed else ""
     print(f"tenant {args.name} removed{extra}")
     return 0
 
 
 def run_set(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store_of_existing(args)
     quotas: dict[str, Any] = dict(quota_pairs(args.quota))
     store.update(args.name, weight=args.weight, operator=args.operator, quotas=quotas)
     if args.unset:
