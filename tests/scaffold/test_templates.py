@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def skeleton(tmp_path: Path) -> Iterator[tuple[Path, ModuleType, ModuleType]]:
-    """A rendered skeleton, its plugin and device modules imported from the tmp dir."""
+def skeleton(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Path, ModuleType, ModuleType]]:
+    """A rendered skeleton, its plugin and device modules imported from the tmp dir (the GPU
+    variant when the test is parametrized with ``skeleton`` = "gpu")."""
     name = f"skel{abs(hash(tmp_path)) % 10**8}"
-    new_backend(name, tmp_path, check_taken=False)
+    new_backend(name, tmp_path, check_taken=False, gpu=getattr(request, "param", "") == "gpu")
     root = tmp_path / f"pappus-{name}"
     sys.path.insert(0, str(root))
     try:
@@ -69,8 +70,9 @@ def test_pyproject_and_tox(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
                     reason="ruff is not installed")
-def test_skeleton_passes_the_projects_lint(tmp_path: Path) -> None:
-    new_backend("mygpu", tmp_path, check_taken=False)
+@pytest.mark.parametrize("gpu", [False, True])
+def test_skeleton_passes_the_projects_lint(tmp_path: Path, gpu: bool) -> None:
+    new_backend("mygpu", tmp_path, check_taken=False, gpu=gpu)
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     root = tmp_path / "pappus-mygpu"
     # The project's rules, with the skeleton as its own first-party source (as in its own repository).
@@ -164,3 +166,45 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (tmp_path / "pappus-clitest" / "pappus_clitest" / "device.py").exists()
     assert main(["new-backend", "clitest", "-o", str(tmp_path)]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+#: What a GPU backend writes itself on GpuDevice (the guide's anchor for each)
+GPU_SKELETON_METHODS = {
+    "_call": "gpu-device", "_make_current": "gpu-device", "_inspect": "gpu-device", "_kernel": "gpu-device",
+    "open": "open", "set_malloc_heap_limit": "set-malloc-heap-limit", "launch": "launch",
+    "synchronize": "synchronize", "reset": "reset", "abort": "abort",
+}
+
+
+@pytest.mark.parametrize("skeleton", ["gpu"], indirect=True)
+def test_gpu_skeleton_builds_on_the_device_kit(skeleton: tuple[Path, ModuleType, ModuleType]) -> None:
+    from pappus.devices.gpu import GpuDevice
+    from pappus.errors import DeviceError
+
+    _, _, device_module = skeleton
+    device = device_module.create_device(device=1, answer=42)
+    assert isinstance(device, GpuDevice) and isinstance(device, DeviceAPI)
+    assert (device.index, device.options) == (1, {"answer": 42})
+    cls = type(device)
+    guide = (ROOT / DOCS_PAGE).read_text()
+    calls = {"_call": ("x",), "_inspect": (b"",), "_kernel": (None, "k", None, None), "set_malloc_heap_limit": (0,),
+             "launch": (None,)}
+    for method, anchor in GPU_SKELETON_METHODS.items():
+        assert method in vars(cls), f"the GPU skeleton does not spell out {method}"
+        doc = inspect.getdoc(vars(cls)[method])
+        assert doc and len(doc) > 40, f"{method} needs a docstring saying what it must do"
+        assert f"{{#{anchor}}}" in guide, f"the guide has no section #{anchor}"
+        with pytest.raises(NotImplementedError, match=re.escape(f"{DOCS_PAGE}#{anchor}")):
+            getattr(device, method)(*calls.get(method, ()))
+    # What core's kit does is not copied into the skeleton, and works as soon as the device is open.
+    for method in ("reserve", "write", "read", "memset", "load_module", "get_kernel", "unload_module", "memory_info"):
+        assert method not in vars(cls), f"the GPU skeleton redefines GpuDevice.{method}"
+    with pytest.raises(DeviceError, match="device is not open"):
+        device.reserve(1 << 20)
+    device.close()
+
+
+def test_cli_gpu(tmp_path: Path) -> None:
+    assert main(["new-backend", "cligpu", "--gpu", "-o", str(tmp_path)]) == 0
+    text = (tmp_path / "pappus-cligpu" / "pappus_cligpu" / "device.py").read_text()
+    assert "class CligpuDevice(GpuDevice)" in text and "class CligpuDevice(DeviceAPI)" not in text

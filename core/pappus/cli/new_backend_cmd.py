@@ -15,22 +15,28 @@ def add_parser(sub: Any, formatter: Any) -> None:
                     "every method, with what the method must guarantee; it claims no capability, so the\n"
                     "conformance suite reports every property as not claimed until you implement and\n"
                     "claim it. Its builder reuses the CPU backend's compiler, so the suite's kernels build.\n"
+                    "With --gpu the device subclasses pappus.devices.gpu.GpuDevice (pool, bounded copies,\n"
+                    "module bookkeeping across resets come from core) and holds only what a vendor's driver\n"
+                    "API does differently.\n"
                     "Guide: 'Writing a backend' in the docs (docs/writing-a-backend.md).",
         epilog="example:\n"
                "  pappus new-backend mygpu -o ~/src        # writes ~/src/pappus-mygpu\n"
+               "  pappus new-backend mygpu --gpu -o ~/src  # the same, its device on GpuDevice\n"
                "  pip install -e ~/src/pappus-mygpu && pappus plugins\n"
                "  pappus conformance --backend mygpu -n 0 --report out/mygpu")
     p.add_argument("name", metavar="NAME",
                    help="backend name: lower-case letters, digits and '_' (engines NAME-sequential, NAME-multiprocess)")
     p.add_argument("-o", "--output", default=".", metavar="DIR",
                    help="directory to create pappus-NAME in (default: .)")
+    p.add_argument("--gpu", action="store_true",
+                   help="a GPU behind a vendor driver API: the device subclasses pappus.devices.gpu.GpuDevice")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..scaffold import Names, new_backend
 
-    written = new_backend(args.name, args.output)
+    written = new_backend(args.name, args.output, gpu=args.gpu)
     names = Names.of(args.name)
     root = Path(args.output) / names.dist
     for path in written:

@@ -5,7 +5,9 @@
 DeviceAPI method raises ``NotImplementedError`` pointing at the guide ("Writing a backend",
 ``docs/writing-a-backend.md``), so the conformance suite run against it fails honestly until the
 author implements and claims each property. Its builder reuses the CPU backend's compiler, so
-the suite's kernels build from the first run.
+the suite's kernels build from the first run. With ``gpu=True`` the device is a subclass of
+:class:`pappus.devices.gpu.GpuDevice` instead, for a GPU behind a vendor driver API: the pool,
+copies and module bookkeeping come from core, and the skeleton holds only what differs.
 
 The templates are text files in :mod:`pappus.scaffold.templates` (package data); placeholders
 are ``{{name}}`` style and replaced literally, so the templates need no escaping.
@@ -26,6 +28,9 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 #: Where the scaffold's pointers lead: the guide, and its section anchors per DeviceAPI method.
 DOCS_PAGE = "docs/writing-a-backend.md"
+
+#: The device template of ``new_backend(..., gpu=True)``, written as ``{package}/device.py``.
+GPU_DEVICE_TEMPLATE = "gpu_device.py.txt"
 
 #: template file (in pappus.scaffold.templates) -> path in the new project
 TEMPLATES: dict[str, str] = {
@@ -102,8 +107,9 @@ def render(template: str, names: Names) -> str:
     return text
 
 
-def new_backend(name: str, out_dir: str | Path = ".", *, check_taken: bool = True) -> list[Path]:
+def new_backend(name: str, out_dir: str | Path = ".", *, check_taken: bool = True, gpu: bool = False) -> list[Path]:
     """Write the skeleton of backend ``name`` into ``out_dir/pappus-NAME``; return the files written.
+    ``gpu``: the device builds on :class:`pappus.devices.gpu.GpuDevice`.
 
     Refuses (``ValidationError``) a name that is not a valid backend name, one an installed
     plugin already registers, and a target directory that exists and is not empty.
@@ -121,8 +127,11 @@ def new_backend(name: str, out_dir: str | Path = ".", *, check_taken: bool = Tru
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ValidationError(FieldError("--output", f"{root} exists and is not empty; choose another "
                                                      "directory with -o"), what="arguments")
+    templates = dict(TEMPLATES)
+    if gpu:
+        templates = {(GPU_DEVICE_TEMPLATE if t == "device.py.txt" else t): target for t, target in templates.items()}
     rendered = {target.format(package=names.package): render(template, names)
-                for template, target in TEMPLATES.items()}
+                for template, target in templates.items()}
     written = []
     for rel, text in rendered.items():
         path = root / rel
@@ -132,4 +141,4 @@ def new_backend(name: str, out_dir: str | Path = ".", *, check_taken: bool = Tru
     return written
 
 
-__all__ = ["DOCS_PAGE", "NAME_PATTERN", "TEMPLATES", "Names", "name_problem", "new_backend", "render", "taken_by"]
+__all__ = ["DOCS_PAGE", "GPU_DEVICE_TEMPLATE", "NAME_PATTERN", "TEMPLATES", "Names", "name_problem", "new_backend", "render", "taken_by"]
