@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import FieldError, ValidationError
 from .common import add_runtime_options, check_state_dir, note_missing_state_dir, runtime_from
 
 
@@ -14,11 +15,15 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p = sub.add_parser("register", formatter_class=formatter, help="register a library or a function",
                        description="Store a library or a function in the registry (validated first).",
                        epilog="examples:\n  pappus register library matmul build/matmul.so\n"
-                              "  pappus register function matmul examples/matmul/matmul.json")
+                              "  pappus register function matmul examples/matmul/matmul.json\n"
+                              "  pappus register function matmul test_gpu_matmul_para.json --format dandelion \\\n"
+                              "      --modules-dir machine_interface/tests/libs --engine hip-sequential")
     p.add_argument("kind", choices=["library", "function"])
     p.add_argument("name")
     p.add_argument("path")
     p.add_argument("--format", choices=["pappus", "dandelion"], help="config format (functions; default: detect)")
+    p.add_argument("--modules-dir", metavar="DIR",
+                   help="Dandelion configs: directory their module paths are resolved in (default: the config's)")
     add_runtime_options(p)
     p.set_defaults(func=run_register)
     q = sub.add_parser("list", formatter_class=formatter, help="list registered libraries and functions",
@@ -29,12 +34,21 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
+    modules_dir = getattr(args, "modules_dir", None)
+    if modules_dir is not None:
+        problem = ("applies to functions (Dandelion configs), not libraries" if args.kind == "library" else
+                   None if Path(modules_dir).is_dir() else
+                   "is not a directory" if Path(modules_dir).exists() else "does not exist")
+        if problem:
+            subject = "" if args.kind == "library" else f"{modules_dir!r} "
+            raise ValidationError(FieldError("--modules-dir", subject + problem), what="arguments")
     with runtime_from(args) as rt:
         if args.kind == "library":
             rec = rt.register_library(args.name, Path(args.path), tenant=args.tenant)
             print(f"library {rec.name}: {rec.size} bytes, sha256 {rec.sha256[:16]}, kernels: {', '.join(rec.kernels)}")
         else:
-            frec = rt.register_function(args.name, Path(args.path), tenant=args.tenant, format=args.format)
+            frec = rt.register_function(args.name, Path(args.path), tenant=args.tenant, format=args.format,
+                                        modules_dir=modules_dir)
             libs = ", ".join(f"{k}@{v[:12]}" for k, v in frec.libraries.items())
             print(f"function {frec.name}: engine {frec.engine}, libraries {libs}")
     return 0

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
+import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, ValidationError
 from .common import pairs
+
+# The commands below run from the root of a Dandelion checkout (dev/gpu), as docs/dandelion.md shows.
+_HIP = "machine_interface/tests/data/hip"
+_LIBS = "machine_interface/tests/libs"
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -19,8 +26,9 @@ def add_parser(sub: Any, formatter: Any) -> None:
                     "into a pappus/function@1 config with the same meaning. Module paths resolve only\n"
                     "inside --modules-dir (default: the config's directory). Prints the config, the\n"
                     "libraries to register and every adjustment made. See docs/dandelion.md.",
-        epilog="examples:\n  pappus import dandelion test_gpu_matmul_para.json --modules-dir libs -o matmul.json\n"
-               "  pappus import dandelion inference.json --input-size cfg=48")
+        epilog="examples (from the root of a Dandelion checkout, branch dev/gpu):\n"
+               f"  pappus import dandelion {_HIP}/test_gpu_matmul_para.json --modules-dir {_LIBS} -o matmul.json\n"
+               f"  pappus import dandelion {_HIP}/test_gpu_inference.json --modules-dir {_LIBS} --input-size cfg=48")
     imp.add_argument("format", choices=["dandelion"], help="source format")
     imp.add_argument("config", help="the upstream config (JSON)")
     imp.add_argument("--modules-dir", metavar="DIR", help="directory module paths are resolved in")
@@ -33,8 +41,11 @@ def add_parser(sub: Any, formatter: Any) -> None:
     exp = sub.add_parser(
         "export", formatter_class=formatter, help="convert a pappus config to an upstream Dandelion config",
         description="Write a pappus function config as an upstream Dandelion GPU config, where the\n"
-                    "function fits upstream's model; everything that does not is named.",
-        epilog="example:\n  pappus export dandelion matmul.json --module-path matmul=mlops.hsaco -o test_gpu_matmul.json")
+                    "function fits upstream's model; everything that does not is named. Give each\n"
+                    "library of the function its module path with --module-path LIBRARY=PATH.",
+        epilog="example (matmul.json made by the first 'pappus import --help' example; its library\n"
+               "is 'mlops.hsaco', the upstream module's name):\n"
+               "  pappus export dandelion matmul.json --module-path mlops.hsaco=mlops.hsaco -o matmul_para.json")
     exp.add_argument("format", choices=["dandelion"], help="target format")
     exp.add_argument("config", help="the pappus config (JSON)")
     exp.add_argument("--module-path", action="append", metavar="LIBRARY=PATH",
@@ -47,39 +58,140 @@ def add_parser(sub: Any, formatter: Any) -> None:
     exp.set_defaults(func=run_export)
 
 
+def _input_sizes(values: list[str] | None) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    errors = []
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            errors.append(FieldError("--input-size", f"{item!r} is not NAME=BYTES"))
+        elif name in sizes:
+            errors.append(FieldError("--input-size", f"{name!r} is given twice"))
+        elif not re.fullmatch(r"[0-9]+", value):
+            errors.append(FieldError("--input-size", f"{item}: BYTES must be a non-negative whole number of bytes"))
+        else:
+            sizes[name] = int(value)
+    if errors:
+        raise ValidationError(errors, what="arguments")
+    return sizes
+
+
+def _modules_dir(value: str | None) -> str | None:
+    if value is not None and not Path(value).is_dir():
+        what = "is not a directory" if Path(value).exists() else "does not exist"
+        raise ValidationError(FieldError("--modules-dir", f"{value!r} {what}"), what="arguments")
+    return value
+
+
+# What the Python API calls a keyword argument, the command line calls an option.
+_CLI_PATHS = (("module_paths.", "--module-path "), ("input_sizes.", "--input-size "), ("modules_dir", "--modules-dir"))
+_CLI_WORDS = (("pass allow_lossy=True", "pass --allow-lossy"), ("(declared in input_sizes)", "(declared with --input-size)"),
+              ("export generation='modules'", "export with --generation modules"),
+              ("(modules_dir / --modules-dir)", "(--modules-dir)"),
+              ("with import_dandelion)", "with pappus import dandelion)"))
+
+
+def _in_cli_terms(exc: ValidationError, extra: list[FieldError] | None = None) -> ValidationError:
+    """``exc`` with its paths and advice in command-line terms (``--module-path X``, ``--allow-lossy``)."""
+    errors = []
+    for e in [*exc.errors, *(extra or [])]:
+        path, message = e.path, e.message
+        for api, cli in _CLI_PATHS:
+            if path.startswith(api):
+                path = cli + path[len(api):]
+        for api, cli in _CLI_WORDS:
+            message = message.replace(api, cli)
+        if path.startswith("--module-path ") and message.startswith("no module path given"):
+            message += f"; give --module-path {path[len('--module-path '):]}=PATH"
+        errors.append(FieldError(path, message))
+    return ValidationError(errors, what=exc.fields.get("what", "config"))
+
+
+def _write(text: str, output: str | None) -> None:
+    if not output:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as exc:
+        raise ValidationError(FieldError("-o", f"cannot write {output!r}: {exc.strerror or exc}"),
+                              what="arguments") from None
+
+
+def _engine_of(path: Path) -> str | None:
+    """The engine that takes this code object (``hip-sequential`` / ``cuda-sequential``), when it says."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        head = b""
+    if head.startswith(b"__CLANG_OFFLOAD_BUNDLE__"):
+        return "hip-sequential"
+    if head[:4] == b"\x50\xed\x55\xba":  # NVIDIA fatbin
+        return "cuda-sequential"
+    if head[:4] == b"\x7fELF" and len(head) >= 20:
+        machine = struct.unpack_from("<H", head, 18)[0]
+        if machine == 224:  # EM_AMDGPU
+            return "hip-sequential"
+        if machine == 190:  # EM_CUDA
+            return "cuda-sequential"
+    if head.lstrip().startswith((b"//", b".version")) and b".target" in head:  # PTX
+        return "cuda-sequential"
+    return {".hsaco": "hip-sequential", ".co": "hip-sequential", ".cubin": "cuda-sequential",
+            ".ptx": "cuda-sequential", ".fatbin": "cuda-sequential"}.get(path.suffix.lower())
+
+
 def run_import(args: argparse.Namespace) -> int:
     from ..importers.dandelion import import_dandelion
 
-    sizes = {}
-    for name, value in pairs(args.input_size, "--input-size").items():
-        if not value.isdigit():
-            raise ValidationError(FieldError("--input-size", f"{name}={value}: BYTES must be a whole number"),
-                                  what="arguments")
-        sizes[name] = int(value)
-    result = import_dandelion(Path(args.config), modules_dir=args.modules_dir, generation=args.generation,
-                              input_sizes=sizes or None)
-    text = json.dumps(result.config, indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
+    sizes = _input_sizes(args.input_size)
+    modules_dir = _modules_dir(args.modules_dir)
+    try:
+        result = import_dandelion(Path(args.config), modules_dir=modules_dir, generation=args.generation,
+                                  input_sizes=sizes or None)
+    except ValidationError as exc:
+        raise _in_cli_terms(exc) from None
+    _write(json.dumps(result.config, indent=2) + "\n", args.output)
     err = sys.stderr
     print(f"imported a {result.generation}-generation Dandelion config", file=err)
+    engines = {_engine_of(path) for path in result.libraries.values()}
+    engine = engines.pop() if len(engines) == 1 else None
+    flag = f" --engine {engine}" if engine else ""
     for name, path in result.libraries.items():
-        print(f"  library {name}: {path}   (pappus register library {name} {path})", file=err)
+        print(f"  library {name}: {path}   (pappus register library {shlex.quote(name)} "
+              f"{shlex.quote(str(path))}{flag})", file=err)
+    if result.libraries and not sizes:  # register function declares the default sizes only
+        again = ["pappus register function NAME", shlex.quote(args.config), "--format dandelion"]
+        if modules_dir is not None:
+            again.append(f"--modules-dir {shlex.quote(modules_dir)}")
+        print(f"  or in one step (registers the libraries, fits arguments to the kernels' parameters): "
+              f"{' '.join(again)}{flag}", file=err)
     for note in result.notes:
         print(f"  note: {note}", file=err)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..config.parser import parse_function
     from ..importers.dandelion import export_dandelion
 
-    doc = export_dandelion(Path(args.config), generation=args.generation,
-                           module_paths=pairs(args.module_path, "--module-path"), allow_lossy=args.allow_lossy)
-    text = json.dumps(doc, indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
+    module_paths = pairs(args.module_path, "--module-path")
+    extra: list[FieldError] = []
+    if module_paths:
+        try:
+            libraries = parse_function(Path(args.config)).libraries
+        except ValidationError:
+            libraries = None  # export_dandelion reports why
+        if libraries is not None:
+            has = ", ".join(repr(lib) for lib in libraries)
+            extra = [FieldError(f"--module-path {lib}", f"the function has no library {lib!r} (its libraries: {has})")
+                     for lib in module_paths if lib not in libraries]
+    try:
+        doc = export_dandelion(Path(args.config), generation=args.generation, module_paths=module_paths,
+                               allow_lossy=args.allow_lossy)
+    except ValidationError as exc:
+        raise _in_cli_terms(exc, extra) from None
+    if extra:
+        raise _in_cli_terms(ValidationError(extra, what="arguments"))
+    _write(json.dumps(doc, indent=2) + "\n", args.output)
     return 0

@@ -922,6 +922,10 @@ def import_dandelion(
     """
     if generation is not None and generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
+    if modules_dir is not None and not Path(modules_dir).is_dir():
+        what = "is not a directory" if Path(modules_dir).exists() else "does not exist"
+        raise ValidationError(FieldError("modules_dir", f"{str(modules_dir)!r} {what}; module paths are "
+                                                        "resolved inside a modules directory"))
     doc = load_config_document(doc_or_path, limits)
     gen = generation or detect_dandelion(doc)
     if gen is None:
@@ -1164,7 +1168,14 @@ def export_dandelion(
     """
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
-    fc = parse_function(config)
+    doc = load_config_document(config)
+    upstream = detect_dandelion(doc)
+    if upstream is not None:
+        key = "module_path" if upstream == "thesis" else "modules"
+        raise ValidationError(FieldError("", f"not a pappus config: it is a Dandelion config already ({upstream} "
+                                             f"generation: it has {key!r} and no 'schema'); export takes a pappus "
+                                             "config (convert this one with import_dandelion)"))
+    fc = parse_function(doc)
     ex = _Exporter(fc, allow_lossy)
     names = dict(module_names or {})
     libraries = fc.libraries

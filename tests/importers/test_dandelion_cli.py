@@ -1,0 +1,189 @@
+"""``pappus import/export dandelion`` and ``pappus register function --format dandelion`` as a
+user meets them: the examples of their help run, errors name the options the user typed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from pappus.cli import build_parser, main
+from pappus.errors import ValidationError
+from pappus.importers import export_dandelion, import_dandelion
+
+from .conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def matmul_para(module: str = "mlops.hsaco") -> dict:
+    """The shape of upstream's machine_interface/tests/data/hip/test_gpu_matmul_para.json."""
+    fi = {"FromInput": {"bufname": "cfg", "idx": 0}}
+    return {
+        "modules": [{"module_name": module, "path": module}],
+        "kernels": [{"module_name": module, "kernel_name": "matmul_para"}],
+        "blueprint": {
+            "inputs": ["cfg", "A"], "buffers": {"B": {"Sizeof": "A"}}, "outputs": ["B"],
+            "control_flow": [{"ExecKernel": ["matmul_para", [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}], {
+                "grid_dim_x": fi, "grid_dim_y": fi, "grid_dim_z": {"Absolute": 1},
+                "block_dim_x": {"Absolute": 32}, "block_dim_y": {"Absolute": 32}, "block_dim_z": {"Absolute": 1},
+                "shared_mem_bytes": {"Absolute": 0}}]}],
+        },
+    }
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory laid out like a Dandelion checkout (configs and libs where upstream keeps them), the cwd."""
+    hip = tmp_path / "machine_interface" / "tests" / "data" / "hip"
+    libs = tmp_path / "machine_interface" / "tests" / "libs"
+    hip.mkdir(parents=True)
+    libs.mkdir(parents=True)
+    (hip / "test_gpu_matmul_para.json").write_text(json.dumps(matmul_para()))
+    # an AMD clang offload bundle, as upstream's mlops.hsaco is (the import does not read it further)
+    (libs / "mlops.hsaco").write_bytes(b"__CLANG_OFFLOAD_BUNDLE__" + bytes(40))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def epilog_commands(command: str) -> list[list[str]]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices[command].epilog
+    lines = text.replace("\\\n", " ").splitlines()
+    return [shlex.split(line)[1:] for line in lines if line.strip().startswith("pappus ")]
+
+
+def test_the_help_examples_run_as_written_in_a_checkout(checkout, capsys) -> None:
+    imports, exports = epilog_commands("import"), epilog_commands("export")
+    first = next(c for c in imports if "test_gpu_matmul_para.json" in " ".join(c))
+    code, _, err = cli(capsys, *first)
+    assert code == 0, err
+    (export,) = exports  # it exports the matmul.json the first import example wrote
+    code, _, err = cli(capsys, *export)
+    assert code == 0, err
+    out = export[export.index("-o") + 1]
+    assert json.loads(Path(out).read_text()) == matmul_para()  # upstream's config again
+
+
+def test_import_hint_gives_the_engine_and_the_one_step_registration(checkout, capsys) -> None:
+    code, _, err = cli(capsys, "import", "dandelion", "machine_interface/tests/data/hip/test_gpu_matmul_para.json",
+                       "--modules-dir", "machine_interface/tests/libs")
+    assert code == 0, err
+    libs = checkout / "machine_interface" / "tests" / "libs"
+    assert f"(pappus register library mlops.hsaco {libs / 'mlops.hsaco'} --engine hip-sequential)" in err
+    assert ("pappus register function NAME machine_interface/tests/data/hip/test_gpu_matmul_para.json "
+            "--format dandelion --modules-dir machine_interface/tests/libs --engine hip-sequential") in err
+    # an NVIDIA cubin (ELF for EM_CUDA) gets the cuda engine, whatever its name
+    elf = bytearray(64)
+    elf[:4] = b"\x7fELF"
+    struct.pack_into("<H", elf, 18, 190)
+    (libs / "k.bin").write_bytes(bytes(elf))
+    doc = checkout / "k.json"
+    doc.write_text(json.dumps(matmul_para("k.bin")))
+    code, _, err = cli(capsys, "import", "dandelion", str(doc), "--modules-dir", str(libs))
+    assert code == 0 and f"{libs / 'k.bin'} --engine cuda-sequential)" in err
+
+
+def test_input_size_errors_say_bytes(checkout, capsys) -> None:
+    base = ["import", "dandelion", "machine_interface/tests/data/hip/test_gpu_matmul_para.json",
+            "--modules-dir", "machine_interface/tests/libs"]
+    code, _, err = cli(capsys, *base, "--input-size", "cfg")
+    assert code == 1 and "--input-size: 'cfg' is not NAME=BYTES" in err
+    code, _, err = cli(capsys, *base, "--input-size", "cfg=-8")
+    assert code == 1 and "--input-size: cfg=-8: BYTES must be a non-negative whole number of bytes" in err
+    code, _, err = cli(capsys, *base, "--input-size", "nope=8")
+    assert code == 1 and "--input-size nope: 'nope' is not an input of this config" in err
+    code, _, err = cli(capsys, *base, "--input-size", "cfg=4")
+    assert code == 1 and "(declared with --input-size)" in err and "input_sizes" not in err
+
+
+def test_modules_dir_that_is_no_directory_is_named(checkout, capsys) -> None:
+    cfg = "machine_interface/tests/data/hip/test_gpu_matmul_para.json"
+    (checkout / "file").write_text("x")
+    code, _, err = cli(capsys, "import", "dandelion", cfg, "--modules-dir", "file")
+    assert code == 1 and "--modules-dir: 'file' is not a directory" in err
+    code, _, err = cli(capsys, "import", "dandelion", cfg, "--modules-dir", "missing")
+    assert code == 1 and "--modules-dir: 'missing' does not exist" in err
+    with pytest.raises(ValidationError) as info:
+        import_dandelion(checkout / cfg, modules_dir=checkout / "file")
+    assert info.value.errors[0].path == "modules_dir" and "is not a directory" in info.value.errors[0].message
+
+
+def test_unwritable_output_names_the_option_and_the_path(checkout, capsys) -> None:
+    cfg = "machine_interface/tests/data/hip/test_gpu_matmul_para.json"
+    bad = str(checkout / "no" / "such" / "x.json")
+    code, _, err = cli(capsys, "import", "dandelion", cfg, "--modules-dir", "machine_interface/tests/libs", "-o", bad)
+    assert code == 1 and f"-o: cannot write {bad!r}: No such file or directory" in err and "Errno" not in err
+    assert cli(capsys, "import", "dandelion", cfg, "--modules-dir", "machine_interface/tests/libs",
+               "-o", "matmul.json")[0] == 0
+    code, _, err = cli(capsys, "export", "dandelion", "matmul.json", "--module-path", "mlops.hsaco=m.hsaco", "-o", bad)
+    assert code == 1 and f"-o: cannot write {bad!r}" in err
+
+
+def test_export_errors_name_the_options(checkout, capsys) -> None:
+    cfg = "machine_interface/tests/data/hip/test_gpu_matmul_para.json"
+    assert cli(capsys, "import", "dandelion", cfg, "--modules-dir", "machine_interface/tests/libs",
+               "--input-size", "cfg=48", "-o", "m48.json")[0] == 0
+    code, out, err = cli(capsys, "export", "dandelion", "m48.json", "--module-path", "matmul=mlops.hsaco")
+    assert code == 1 and out == ""
+    assert ("--module-path mlops.hsaco: no module path given for library 'mlops.hsaco'; "
+            "give --module-path mlops.hsaco=PATH") in err
+    assert "--module-path matmul: the function has no library 'matmul' (its libraries: 'mlops.hsaco')" in err
+    assert "pass --allow-lossy to drop it" in err and "module_paths" not in err and "allow_lossy" not in err
+    code, out, err = cli(capsys, "export", "dandelion", "m48.json", "--module-path", "mlops.hsaco=mlops.hsaco",
+                         "--module-path", "bogus=x.hsaco", "--allow-lossy")
+    assert code == 1 and out == ""
+    assert "--module-path bogus: the function has no library 'bogus' (its libraries: 'mlops.hsaco')" in err
+    code, out, err = cli(capsys, "export", "dandelion", "m48.json", "--module-path", "mlops.hsaco=../m.hsaco")
+    assert code == 1 and "--module-path mlops.hsaco: must not contain '..'" in err
+
+
+def test_export_of_an_upstream_config_says_it_is_one_already(checkout, capsys) -> None:
+    cfg = "machine_interface/tests/data/hip/test_gpu_matmul_para.json"
+    code, out, err = cli(capsys, "export", "dandelion", cfg, "--module-path", "mlops.hsaco=mlops.hsaco")
+    assert code == 1 and out == ""
+    assert "it is a Dandelion config already (modules generation" in err and "pappus import dandelion" in err
+    assert "schema: is required" not in err
+    with pytest.raises(ValidationError, match="Dandelion config already .thesis generation"):
+        export_dandelion(DATA / "thesis" / "listing_4_1.json", module_paths={})
+
+
+@pytest.fixture(scope="module")
+def matmul_so(tmp_path_factory) -> Path:
+    from pappus_cpu.build import build_library
+
+    out = tmp_path_factory.mktemp("dandelion-cli")
+    (so,) = [p for p in build_library(ROOT / "examples" / "matmul" / "matmul.hip", out, ["cpu"]) if p.suffix == ".so"]
+    return so
+
+
+def test_register_function_takes_modules_dir(tmp_path, capsys, matmul_so) -> None:
+    libs, configs = tmp_path / "libs", tmp_path / "configs"
+    libs.mkdir()
+    configs.mkdir()
+    shutil.copy(matmul_so, libs / "matmul.so")
+    doc = matmul_para("matmul.so")
+    doc["kernels"][0]["kernel_name"] = "matmul_at"
+    doc["blueprint"]["control_flow"][0]["ExecKernel"][0] = "matmul_at"
+    (configs / "mm.json").write_text(json.dumps(doc))
+    state = ["--state-dir", str(tmp_path / "state"), "--engine", "cpu-sequential"]
+    code, out, err = cli(capsys, "register", "function", "mm", str(configs / "mm.json"), "--format", "dandelion",
+                         "--modules-dir", str(libs), *state)
+    assert code == 0, err
+    assert out.startswith("function mm: engine cpu-sequential, libraries matmul.so@")
+    code, _, err = cli(capsys, "register", "function", "mm", str(configs / "mm.json"), "--format", "dandelion",
+                       "--modules-dir", str(libs / "matmul.so"), *state)
+    assert code == 1 and "--modules-dir: " in err and "is not a directory" in err
+    code, _, err = cli(capsys, "register", "library", "m", str(matmul_so), "--modules-dir", str(libs), *state)
+    assert code == 1 and "--modules-dir: applies to functions" in err
