@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+
+from json_out import json_file, write_json  # benchmarks/json_out.py
 
 import pappus
 from pappus.bench.workloads import Workload, load_workload
@@ -257,7 +258,7 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput figure")
     parser.add_argument("--concurrency", type=int, default=16, help="requests outstanding")
@@ -265,15 +266,16 @@ def main() -> int:
     parser.add_argument("--build-dir", help="where examples are built (default: the pappus cache)")
     parser.add_argument("--http", action="store_true", help="also drive pappus serve --cluster local over HTTP")
     parser.add_argument("--http-rps", type=float, nargs="+", default=[50.0, 200.0])
-    parser.add_argument("--json", help="write the figures here")
-    args = parser.parse_args()
+    parser.add_argument("--json", metavar="FILE", type=json_file,
+                        help="write the figures here (its directories are created)")
+    args = parser.parse_args(argv)
     from pappus.cluster.local import loopback_only
 
     loopback_only()
     results = run(args)
     print(report(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(results, args.json)
     return 0
 
 

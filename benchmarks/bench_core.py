@@ -11,6 +11,7 @@ import statistics
 import time
 
 import numpy as np
+from json_out import json_file, write_json  # benchmarks/json_out.py
 
 from pappus.config import parse_function
 from pappus.devices.host import HostDevice
@@ -82,10 +83,11 @@ def validation_time(kernels: int = 1000, reps: int = 10) -> dict[str, float]:
     return {"kernels": kernels, "ms_median": statistics.median(times) * 1e3, "bytes": len(text)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--json", help="write results here")
-    args = ap.parse_args()
+    ap.add_argument("--json", metavar="FILE", type=json_file,
+                    help="write results here (its directories are created)")
+    args = ap.parse_args(argv)
     results = {"alloc": alloc_cost(), "zeroing": zeroing_bandwidth(), "validation": validation_time()}
     print(f"pool allocation: 10th {results['alloc']['ns_10th']:.0f} ns, 100,000th "
           f"{results['alloc']['ns_100000th']:.0f} ns, ratio {results['alloc']['ratio']:.2f} (target <= 1.5)")
@@ -95,8 +97,7 @@ def main() -> None:
     v = results["validation"]
     print(f"validation of a {v['kernels']}-kernel blueprint: {v['ms_median']:.1f} ms (target < 50 ms)")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_json(results, args.json)
 
 
 if __name__ == "__main__":

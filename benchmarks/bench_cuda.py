@@ -21,7 +21,6 @@ open-loop load from ``pappus bench matmul128 --target cuda-sequential,cuda-multi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_fault_isolation import FAR_OFFSET, two_tenants  # noqa: E402
+from json_out import json_file, write_json  # noqa: E402
 
 SIZES = [1 << 16, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30]
 
@@ -160,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", action="append", help="engines for recovery (default: both cuda engines)")
     ap.add_argument("--skip-zeroing", action="store_true")
     ap.add_argument("--skip-scrubs", action="store_true")
-    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--json", metavar="FILE", type=json_file,
+                    help="write the figures as JSON (its directories are created)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
 
     def save() -> None:  # after every part: a later part that fails loses nothing measured before it
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+            write_json(results, args.json, default=str)
 
     if not args.skip_zeroing:
         z = results["zeroing"] = zeroing(int(args.pool_gib * (1 << 30)))

@@ -22,7 +22,6 @@ direct measurements are interleaved round by round, so drift on a shared machine
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import socket
 import statistics
@@ -34,6 +33,8 @@ from concurrent.futures import wait
 from multiprocessing import connection
 from pathlib import Path
 from typing import Any
+
+from json_out import json_file, write_json  # benchmarks/json_out.py
 
 import pappus
 from pappus.bench.workloads import Workload, load_workload
@@ -265,19 +266,20 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--workload", default="matmul128")
     ap.add_argument("--heavy", default="inference50", help="compute-bound workload for the throughput ratio")
     ap.add_argument("-n", type=int, default=300)
-    ap.add_argument("--json")
-    args = ap.parse_args()
+    ap.add_argument("--json", metavar="FILE", type=json_file,
+                    help="write the figures as JSON (its directories are created)")
+    args = ap.parse_args(argv)
     results = measure(args.backend, args.workload, args.heavy, args.n)
     for line in report(results):
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(results, args.json)
 
 
 if __name__ == "__main__":

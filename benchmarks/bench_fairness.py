@@ -28,6 +28,8 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
+from json_out import json_file, write_json  # benchmarks/json_out.py
+
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heavy", type=float, default=10.0, help="A's load, x capacity (default: %(default)s)")
     ap.add_argument("--light", type=float, default=0.1, help="B's load, x capacity (default: %(default)s)")
     ap.add_argument("--queued", type=int, default=32, help="per-tenant queued_invocations quota (default: %(default)s)")
-    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--json", metavar="FILE", type=json_file,
+                    help="write the figures as JSON (its directories are created)")
     args = ap.parse_args(argv)
 
     import pappus
@@ -207,10 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = ratio <= 2.0 and not with_a["errors"] and not with_a["rejected"]
     print(f"B p99 with A / alone: {ratio:.2f} (target <= 2): {'met' if ok else 'NOT met'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"engine": args.engine, "workers": args.workers,
-                                               "kernel_ms": args.kernel_ms, "capacity_per_s": cap,
-                                               "b_alone": alone, "b_with_a": with_a, "a": a, "p99_ratio": ratio},
-                                              indent=2))
+        write_json({"engine": args.engine, "workers": args.workers, "kernel_ms": args.kernel_ms,
+                    "capacity_per_s": cap, "b_alone": alone, "b_with_a": with_a, "a": a, "p99_ratio": ratio},
+                   args.json)
     return 0 if ok else 1
 
 

@@ -19,7 +19,6 @@ what the quota buys.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_fairness import OpenLoop, pct  # noqa: E402
+from json_out import json_file, write_json  # noqa: E402
 
 REPO = HERE.parent
 
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per phase (default: %(default)s)")
     ap.add_argument("--offset", type=int, help="bytes past its buffer M writes (default: 1 GiB on cpu, "
                                                 "2**47 elsewhere)")
-    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--json", metavar="FILE", type=json_file,
+                    help="write the figures as JSON (its directories are created)")
     args = ap.parse_args(argv)
     results = []
     for engine in args.engine or ["cpu-multiprocess", "cpu-sequential"]:
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{res['p99_ratio']:.2f} (target <= 1.5); B errors {res['b_errors'] or 'none'}; "
               f"M{' under its fault quota' if args.fault_quota else ''}: {res['m_outcomes']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results}, indent=2))
+        write_json({"results": results}, args.json)
     return 0 if all(r["p99_ratio"] <= 1.5 and not r["b_errors"] for r in results) else 1
 
 

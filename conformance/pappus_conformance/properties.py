@@ -1,4 +1,5 @@
-"""The isolation properties of DESIGN.md, each a module of the suite and the capability it needs."""
+"""The isolation properties the suite proves (docs/conformance-ci.md): each a module of the suite,
+and the capability it needs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``pappus.Runtime``: the public Python API (DESIGN.md, "Public contract").
+"""``pappus.Runtime``: the public Python API (docs/reference/python.md).
 
     rt = pappus.Runtime(engine="cpu-sequential")
     rt.register_library("matmul", "matmul.so")

@@ -28,8 +28,9 @@ SIGTERM / SIGINT: stop accepting, drain in-flight invocations (--drain-timeout),
 
 def add_parser(sub: Any, formatter: Any) -> None:
     p = sub.add_parser("serve", formatter_class=formatter, help="serve the HTTP API",
-                       description="Serve the registry and invocations over HTTP (DESIGN.md, 'Public "
-                                   "contract'). Every request but GET /v1/health needs a tenant's bearer token.",
+                       description="Serve the registry and invocations over HTTP (the endpoints, errors and "
+                                   "metrics: docs/http.md). Every request but GET /v1/health needs a tenant's "
+                                   "bearer token.",
                        epilog=EPILOG)
     p.add_argument("--config", metavar="FILE", help="settings file (.toml or .json); flags win over it")
     p.add_argument("--engine", metavar="ENGINE", help="engine, <backend>-<kind> (default: cpu-sequential)")
@@ -50,7 +51,8 @@ def add_parser(sub: Any, formatter: Any) -> None:
                    help="on shutdown, how long in-flight invocations may finish (default: 30)")
     p.add_argument("--quota", action="append", metavar="NAME=VALUE",
                    help="serving default of a quota (under the state directory's own); repeatable")
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default: info)")
     p.add_argument("--access-log", action="store_true", default=None, help="log every request")
     # --- scale-out (pappus.cluster; docs/cluster.md) ---
     p.add_argument("--cluster", metavar="ADDRESS",

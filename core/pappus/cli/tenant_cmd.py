@@ -41,19 +41,21 @@ def add_parser(sub: Any, formatter: Any) -> None:
         q.add_argument("--weight", type=int, metavar="N", help="fair-scheduling weight, 1-1000 (default: 1)")
 
     a = tsub.add_parser("add", formatter_class=formatter, help="create a tenant and print its token once")
-    a.add_argument("name")
+    a.add_argument("name", help="the new tenant's name: up to 64 of a-z, 0-9, '_', '.', '-', starting with "
+                                "a letter or digit")
     quota_flags(a)
     a.add_argument("--operator", action="store_true", help="may read /metrics (all tenants' figures)")
     common(a)
     a.set_defaults(func=run_add)
 
     ls = tsub.add_parser("list", formatter_class=formatter, help="list tenants (never tokens)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true",
+                    help="print a JSON list: each tenant's settings and effective quotas (never tokens)")
     common(ls)
     ls.set_defaults(func=run_list)
 
     r = tsub.add_parser("remove", formatter_class=formatter, help="delete a tenant (and, by default, its objects)")
-    r.add_argument("name")
+    r.add_argument("name", help="the tenant to delete (its token stops working)")
     r.add_argument("--keep-objects", action="store_true",
                    help="keep the tenant's libraries and functions (a tenant added later under the "
                         "same name would own them)")
@@ -61,21 +63,24 @@ def add_parser(sub: Any, formatter: Any) -> None:
     r.set_defaults(func=run_remove)
 
     rot = tsub.add_parser("rotate", formatter_class=formatter, help="give a tenant a new token")
-    rot.add_argument("name")
+    rot.add_argument("name", help="the tenant whose token to replace; the old token stops working")
     common(rot)
     rot.set_defaults(func=run_rotate)
 
     s = tsub.add_parser("set", formatter_class=formatter, help="change a tenant's quotas, weight, operator flag")
-    s.add_argument("name")
+    s.add_argument("name", help="the tenant to change (it must exist: pappus tenant add NAME)")
     quota_flags(s)
     s.add_argument("--unset", action="append", metavar="QUOTA", help="drop an override (back to the default)")
-    s.add_argument("--operator", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--operator", action=argparse.BooleanOptionalAction, default=None,
+                   help="--operator: may read /metrics (all tenants' figures); --no-operator: may not "
+                        "(default: unchanged)")
     common(s)
     s.set_defaults(func=run_set)
 
     d = tsub.add_parser("defaults", formatter_class=formatter, help="show or change default quotas")
     d.add_argument("--quota", action="append", metavar="NAME=VALUE", help="a default quota; repeatable")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true",
+                   help="print the default quotas as one JSON object (null: unlimited)")
     common(d)
     d.set_defaults(func=run_defaults)
 

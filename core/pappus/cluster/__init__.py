@@ -32,13 +32,14 @@ if TYPE_CHECKING:
     from .host import EngineHost
     from .placement import Placement
     from .runtime import ClusterFuture, ClusterRuntime
-    from .transport import ActorLost, InProcessTransport, RayTransport
+    from .transport import ActorLost, InProcessTransport, RayTransport, RayUnavailable
 
 __all__ = ["ActorLost", "ClusterFuture", "ClusterRuntime", "EngineHost", "InProcessTransport", "Placement",
-           "RayTransport"]
+           "RayTransport", "RayUnavailable"]
 
 _HOMES = {"ClusterRuntime": "runtime", "ClusterFuture": "runtime", "EngineHost": "host", "Placement": "placement",
-          "ActorLost": "transport", "InProcessTransport": "transport", "RayTransport": "transport"}
+          "ActorLost": "transport", "InProcessTransport": "transport", "RayTransport": "transport",
+          "RayUnavailable": "transport"}
 
 
 def __getattr__(name: str) -> Any:

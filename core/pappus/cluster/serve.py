@@ -19,13 +19,17 @@ def build_cluster_runtime(settings: ServeSettings, address: str, *, actors: int 
     from ..registry import Registry
     from ..tenants import TenantStore
     from .runtime import ClusterRuntime
+    from .transport import RayUnavailable
 
     registry = Registry(settings.state_dir)
     store = TenantStore(registry=registry, base_quotas=settings.base_quotas())
-    return ClusterRuntime(address, engine=settings.engine, actors=actors, state_dir=registry.root,
-                          workers=settings.workers, queue_size=settings.queue_size, prefetch=prefetch,
-                          heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes, deadline=settings.deadline,
-                          tenants=store)
+    try:
+        return ClusterRuntime(address, engine=settings.engine, actors=actors, state_dir=registry.root,
+                              workers=settings.workers, queue_size=settings.queue_size, prefetch=prefetch,
+                              heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes,
+                              deadline=settings.deadline, tenants=store)
+    except RayUnavailable as exc:  # the same advice, in the flag's terms
+        raise RayUnavailable(exc.address, exc.reason, flag="--cluster") from exc.__cause__
 
 
 def run_cluster(settings: ServeSettings, address: str, *, actors: int | None = None, prefetch: int = 1,

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import DeviceError
+from ..errors import DeviceError, PappusError
 from .host import EngineHost
 from .placement import Placement, claim_device_index
 
@@ -308,6 +308,31 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+class RayUnavailable(PappusError):
+    """No Ray could be reached at the address given (``ClusterRuntime(address)``,
+    ``pappus serve --cluster``). ``flag`` names the option the address came from, for the
+    message; without it the message speaks of ``ClusterRuntime(...)``. Ray's own exception is
+    the ``__cause__``."""
+
+    code = "ray_unavailable"
+    http_status = 503
+
+    def __init__(self, address: str, reason: str, *, flag: str | None = None) -> None:
+        def spell(value: str) -> str:
+            return f"{flag} {value}" if flag else f"ClusterRuntime({value!r})"
+
+        if address == "auto":
+            what = "no running Ray cluster found"
+            advice = (f"start one with `ray start --head`, pass its address ({spell('ray://HOST:10001')}), "
+                      f"or use {spell('local')} to start a Ray on this machine")
+        else:
+            what = f"cannot connect to Ray ({reason})"
+            advice = (f"check that the cluster is up and the address is right ({spell('ray://HOST:10001')} "
+                      f"for a Ray client, {spell('HOST:6379')} on a node of the cluster), "
+                      f"or use {spell('local')} to start a Ray on this machine")
+        super().__init__(f"{spell(address)}: {what}; {advice}", address=address, reason=reason, flag=flag)
+
+
 class RayTransport(Transport):
     """One Ray actor per engine host.
 
@@ -329,14 +354,15 @@ class RayTransport(Transport):
         if address in (None, "local"):
             if address == "local" or not self.ray.is_initialized():
                 if self.ray.is_initialized():
-                    from ..errors import PappusError
-
                     raise PappusError("Ray is already initialised in this process: pass address=None to use it")
                 start_local_ray(**init_kwargs)
                 self.owns = True
         else:
             if not self.ray.is_initialized():
-                self.ray.init(address=address, **{"log_to_driver": False, **init_kwargs})
+                try:
+                    self.ray.init(address=address, **{"log_to_driver": False, **init_kwargs})
+                except ConnectionError as exc:  # Ray's text names its own --address flag
+                    raise RayUnavailable(str(address), _first_line(exc)) from exc
                 self.owns = True
 
     def describe(self) -> str:

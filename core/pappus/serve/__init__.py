@@ -1,4 +1,4 @@
-"""``pappus serve``: the HTTP API of DESIGN.md ("Public contract") on starlette + uvicorn.
+"""``pappus serve``: the HTTP API (docs/http.md) on starlette + uvicorn.
 
 Importing this package needs nothing beyond pappus; the web stack (the ``serve`` extra:
 starlette, uvicorn, prometheus-client) is imported by :func:`create_app` and :func:`run`.

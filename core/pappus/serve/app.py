@@ -1,4 +1,4 @@
-"""The HTTP API (DESIGN.md, "Public contract") as a starlette app over a ``pappus.Runtime``.
+"""The HTTP API (docs/http.md) as a starlette app over a ``pappus.Runtime``.
 
     PUT    /v1/libraries/{name}          body: the code object bytes
     GET    /v1/libraries                 the caller's libraries
