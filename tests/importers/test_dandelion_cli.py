@@ -7,7 +7,6 @@ import argparse
 import json
 import shlex
 import shutil
-import struct
 from pathlib import Path
 
 import pytest
@@ -76,23 +75,38 @@ def test_the_help_examples_run_as_written_in_a_checkout(checkout, capsys) -> Non
     assert json.loads(Path(out).read_text()) == matmul_para()  # upstream's config again
 
 
-def test_import_hint_gives_the_engine_and_the_one_step_registration(checkout, capsys) -> None:
+FATBIN = Path(__file__).resolve().parents[1] / "cuda" / "prebuilt" / "clean.fatbin"  # built by nvcc
+
+
+def test_import_hint_gives_the_engine_and_the_one_step_registration(checkout, capsys, tmp_path) -> None:
+    """The hint names the engine of the installed backend whose driver reads the library: a real
+    AMD code object gets hip-sequential, a real NVIDIA fatbin (whatever its name) cuda-sequential."""
+    from pappus_hip.build import build_hsaco, find_hipcc
+
+    if find_hipcc() is None:
+        pytest.skip("hipcc is not installed (make test installs ROCm's)")
+    libs = checkout / "machine_interface" / "tests" / "libs"
+    source = tmp_path / "k.hip"
+    source.write_text('#include <hip/hip_runtime.h>\nextern "C" __global__ void k(int* p) { p[0] = 1; }\n')
+    shutil.copy(build_hsaco(source, tmp_path / "build", ["gfx90a"])[0], libs / "mlops.hsaco")
     code, _, err = cli(capsys, "import", "dandelion", "machine_interface/tests/data/hip/test_gpu_matmul_para.json",
                        "--modules-dir", "machine_interface/tests/libs")
     assert code == 0, err
-    libs = checkout / "machine_interface" / "tests" / "libs"
     assert f"(pappus register library mlops.hsaco {libs / 'mlops.hsaco'} --engine hip-sequential)" in err
     assert ("pappus register function NAME machine_interface/tests/data/hip/test_gpu_matmul_para.json "
             "--format dandelion --modules-dir machine_interface/tests/libs --engine hip-sequential") in err
-    # an NVIDIA cubin (ELF for EM_CUDA) gets the cuda engine, whatever its name
-    elf = bytearray(64)
-    elf[:4] = b"\x7fELF"
-    struct.pack_into("<H", elf, 18, 190)
-    (libs / "k.bin").write_bytes(bytes(elf))
+    shutil.copy(FATBIN, libs / "k.bin")
     doc = checkout / "k.json"
     doc.write_text(json.dumps(matmul_para("k.bin")))
     code, _, err = cli(capsys, "import", "dandelion", str(doc), "--modules-dir", str(libs))
     assert code == 0 and f"{libs / 'k.bin'} --engine cuda-sequential)" in err
+
+
+def test_import_hint_names_no_engine_that_no_backend_reads(checkout, capsys) -> None:
+    # checkout's mlops.hsaco is only a bundle's magic bytes: no installed driver reads it
+    code, _, err = cli(capsys, "import", "dandelion", "machine_interface/tests/data/hip/test_gpu_matmul_para.json",
+                       "--modules-dir", "machine_interface/tests/libs")
+    assert code == 0 and "--engine" not in err, err
 
 
 def test_input_size_errors_say_bytes(checkout, capsys) -> None:

@@ -6,7 +6,6 @@ import argparse
 import json
 import re
 import shlex
-import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,26 +118,26 @@ def _write(text: str, output: str | None) -> None:
 
 
 def _engine_of(path: Path) -> str | None:
-    """The engine that takes this code object (``hip-sequential`` / ``cuda-sequential``), when it says."""
+    """The sequential engine of the installed backend whose driver accepts this library, read
+    statically (no device needed); None if none does (or the file cannot be read)."""
+    from ..plugins import get_plugins
+
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
+        data = path.read_bytes()
     except OSError:
-        head = b""
-    if head.startswith(b"__CLANG_OFFLOAD_BUNDLE__"):
-        return "hip-sequential"
-    if head[:4] == b"\x50\xed\x55\xba":  # NVIDIA fatbin
-        return "cuda-sequential"
-    if head[:4] == b"\x7fELF" and len(head) >= 20:
-        machine = struct.unpack_from("<H", head, 18)[0]
-        if machine == 224:  # EM_AMDGPU
-            return "hip-sequential"
-        if machine == 190:  # EM_CUDA
-            return "cuda-sequential"
-    if head.lstrip().startswith((b"//", b".version")) and b".target" in head:  # PTX
-        return "cuda-sequential"
-    return {".hsaco": "hip-sequential", ".co": "hip-sequential", ".cubin": "cuda-sequential",
-            ".ptx": "cuda-sequential", ".fatbin": "cuda-sequential"}.get(path.suffix.lower())
+        return None
+    backends = sorted(get_plugins().backends, key=lambda b: b.name)
+    suffix = path.suffix.lower()
+    # Backends that name this suffix are asked first; the host backend loads no code objects.
+    for backend in sorted(backends, key=lambda b: suffix not in b.library_suffixes):
+        if backend.name == "host" or "sequential" not in backend.engine_kinds:
+            continue
+        try:
+            backend.driver.inspect_library(data)
+        except Exception:  # this backend does not take it (or cannot read it here)
+            continue
+        return f"{backend.name}-sequential"
+    return None
 
 
 def run_import(args: argparse.Namespace) -> int:
