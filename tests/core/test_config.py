@@ -272,3 +272,30 @@ def test_a_wrong_buffer_name_masks_no_other_error():
     doc["blueprint"]["buffers"] = {"B": {"Sizeof": "A"}, "bad-name": 8}
     doc["blueprint"]["outputs"] = ["B", "bad-name", "Z"]
     assert [e.split(":")[0] for e in errors_of(doc)] == ["blueprint.buffers.bad-name", "blueprint.outputs[2]"]
+
+
+def test_kernels_null_is_an_error_not_a_config_without_kernels():
+    """Found by the long fuzz profile: `"kernels": null` with a launch once parsed cleanly (the
+    launch's name went unchecked), and the engine then had no handle for the kernel."""
+    doc = matmul_config(repeat=1)
+    doc["kernels"] = None
+    with pytest.raises(ValidationError) as info:
+        parse_function(doc)
+    assert [(e.path, e.message) for e in info.value.errors] == [
+        ("kernels", "must be an array of kernel names, not null")]
+    del doc["kernels"]
+    with pytest.raises(ValidationError) as info:
+        parse_function(doc)
+    assert [(e.path, e.message) for e in info.value.errors] == [("kernels", "is required")]
+
+
+def test_a_parsed_config_never_launches_an_unlisted_kernel():
+    """The safety net under the parser, on a config built past it."""
+    import dataclasses
+
+    from pappus.config.parser import _every_launch_listed
+
+    config = parse_function(matmul_config(repeat=2))
+    _every_launch_listed(config)  # the real one passes
+    with pytest.raises(ValidationError, match=r"blueprint\.control_flow\[0\].*is not listed in 'kernels'"):
+        _every_launch_listed(dataclasses.replace(config, kernels=()))

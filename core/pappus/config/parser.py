@@ -233,9 +233,7 @@ class _Parser:
         """The kernels, and the names listed (also those of wrong entries: a launch of one is
         not a second error); None for the names when the list itself could not be read."""
         refs: list[KernelRef] = []
-        if value is None:
-            return refs, None
-        if not isinstance(value, list):
+        if not isinstance(value, list):  # null too; a missing one is reported as required, and only so
             self.err("kernels", f"must be an array of kernel names, not {_typename(value)}")
             return refs, None
         if not value:
@@ -888,4 +886,22 @@ def parse_function(
     if parser.errors:
         raise ValidationError(parser.errors)
     assert config is not None
+    _every_launch_listed(config)
     return config
+
+
+def _every_launch_listed(config: FunctionConfig) -> None:
+    """A safety net under the parser: a config that parsed never launches a kernel it does not list
+    (an engine would have no handle for it). Reaching the error here is a parser bug."""
+    listed = {ref.name for ref in config.kernels}
+
+    def walk(actions: tuple[Action, ...], path: str) -> None:
+        for i, action in enumerate(actions):
+            if isinstance(action, ExecKernel):
+                if action.kernel not in listed:
+                    raise ValidationError(FieldError(f"{path}[{i}].ExecKernel.name",
+                                                     f"kernel {action.kernel!r} is not listed in 'kernels'"))
+            else:
+                walk(action.body, f"{path}[{i}].Repeat.body")
+
+    walk(config.blueprint.control_flow, "blueprint.control_flow")
