@@ -84,6 +84,23 @@ def read_named_files(values: list[str] | None, option: str,
     return out
 
 
+def backend_reading(plugins: Any, data: bytes) -> tuple[Any, list[str]]:
+    """The first installed backend whose driver reads this library statically (no device needed),
+    or None, with each refusal as ``"name: why"``."""
+    from ..errors import LibraryError
+
+    reasons: list[str] = []
+    for backend in plugins.backends:
+        try:
+            backend.driver.inspect_library(data)
+            return backend, reasons
+        except LibraryError as exc:
+            reasons.append(f"{backend.name}: {exc.errors[0].message}")
+        except Exception as exc:  # a broken driver must not hide the others
+            reasons.append(f"{backend.name}: {exc}")
+    return None, reasons
+
+
 # --- state directories ---------------------------------------------------------------------
 
 

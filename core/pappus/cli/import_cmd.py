@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, ValidationError
-from .common import pairs
+from .common import backend_reading, pairs
 
 # The commands below run from the root of a Dandelion checkout (dev/gpu), as docs/dandelion.md shows.
 _HIP = "machine_interface/tests/data/hip"
@@ -118,26 +118,16 @@ def _write(text: str, output: str | None) -> None:
 
 
 def _engine_of(path: Path) -> str | None:
-    """The sequential engine of the installed backend whose driver accepts this library, read
-    statically (no device needed); None if none does (or the file cannot be read)."""
+    """The sequential engine of the installed backend whose driver reads this library (as
+    ``pappus validate`` picks one); None if none does, or the file cannot be read."""
     from ..plugins import get_plugins
 
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    backends = sorted(get_plugins().backends, key=lambda b: b.name)
-    suffix = path.suffix.lower()
-    # Backends that name this suffix are asked first; the host backend loads no code objects.
-    for backend in sorted(backends, key=lambda b: suffix not in b.library_suffixes):
-        if backend.name == "host" or "sequential" not in backend.engine_kinds:
-            continue
-        try:
-            backend.driver.inspect_library(data)
-        except Exception:  # this backend does not take it (or cannot read it here)
-            continue
-        return f"{backend.name}-sequential"
-    return None
+    backend, _ = backend_reading(get_plugins(), data)
+    return f"{backend.name}-sequential" if backend is not None and "sequential" in backend.engine_kinds else None
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, LibraryError, ValidationError
-from .common import file_problem, pairs, read_library_file
+from .common import backend_reading, file_problem, pairs, read_library_file
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -73,13 +73,7 @@ def guess_backend(plugins: Any, name: str, path: str) -> Any:
         data = read_library_file(path)
     except OSError as exc:
         raise LibraryError(file_problem(path, exc), f"--library {name}") from None
-    reasons = []
-    for backend in plugins.backends:
-        try:
-            backend.driver.inspect_library(data)
-            return backend
-        except LibraryError as exc:
-            reasons.append(f"{backend.name}: {exc.errors[0].message}")
-        except Exception as exc:  # a broken driver must not hide the others
-            reasons.append(f"{backend.name}: {exc}")
+    backend, reasons = backend_reading(plugins, data)
+    if backend is not None:
+        return backend
     raise LibraryError(f"no backend accepts {path!r} (" + "; ".join(reasons) + ")", f"--library {name}")
