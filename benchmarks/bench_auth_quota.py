@@ -24,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from json_out import json_file, write_json  # benchmarks/json_out.py
+from json_out import json_file  # benchmarks/json_out.py
+
+from pappus.bench.report import write_json
 
 
 def percentiles(samples: list[int]) -> dict[str, float]:

@@ -30,9 +30,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from json_out import json_file, write_json  # benchmarks/json_out.py
+from json_out import json_file  # benchmarks/json_out.py
 
 import pappus
+from pappus.bench.report import write_json
 from pappus.bench.workloads import Workload, load_workload
 
 

@@ -11,8 +11,9 @@ import statistics
 import time
 
 import numpy as np
-from json_out import json_file, write_json  # benchmarks/json_out.py
+from json_out import json_file  # benchmarks/json_out.py
 
+from pappus.bench.report import write_json
 from pappus.config import parse_function
 from pappus.devices.host import HostDevice
 from pappus.pool import BufferPool

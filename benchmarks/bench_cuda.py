@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_fault_isolation import FAR_OFFSET, two_tenants  # noqa: E402
-from json_out import json_file, write_json  # noqa: E402
+from json_out import json_file  # noqa: E402
+
+from pappus.bench.report import write_json  # noqa: E402
 
 SIZES = [1 << 16, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30]
 
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after every part: a later part that fails loses nothing measured before it
         if args.json:
-            write_json(results, args.json, default=str)
+            write_json(results, args.json)  # anything JSON lacks is written as str
 
     if not args.skip_zeroing:
         z = results["zeroing"] = zeroing(int(args.pool_gib * (1 << 30)))

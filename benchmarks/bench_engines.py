@@ -34,9 +34,10 @@ from multiprocessing import connection
 from pathlib import Path
 from typing import Any
 
-from json_out import json_file, write_json  # benchmarks/json_out.py
+from json_out import json_file  # benchmarks/json_out.py
 
 import pappus
+from pappus.bench.report import write_json
 from pappus.bench.workloads import Workload, load_workload
 from pappus.engine.multiprocess import kill_worker
 

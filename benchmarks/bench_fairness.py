@@ -28,7 +28,9 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import Any
 
-from json_out import json_file, write_json  # benchmarks/json_out.py
+from json_out import json_file  # benchmarks/json_out.py
+
+from pappus.bench.report import write_json
 
 
 def pct(values: list[float], p: float) -> float:

@@ -32,7 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_fairness import OpenLoop, pct  # noqa: E402
-from json_out import json_file, write_json  # noqa: E402
+from json_out import json_file  # noqa: E402
+
+from pappus.bench.report import write_json  # noqa: E402
 
 REPO = HERE.parent
 

@@ -2,17 +2,15 @@
 
 ``json_file`` is the option's argparse ``type``: it checks the path when the arguments are
 parsed, before a run that can take minutes, and creates its missing parent directories then
-(``out/bench/cluster.json`` in a fresh clone). ``write_json`` writes the figures at the end,
-creating the directories again if they went away meanwhile.
+(``out/bench/cluster.json`` in a fresh clone). The figures are written at the end with
+``pappus.bench.report.write_json``, which creates the directories again if they went away.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 
 def json_file(value: str) -> Path:
@@ -32,10 +30,3 @@ def json_file(value: str) -> Path:
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{value}: not writable")
     return path
-
-
-def write_json(doc: Any, path: str | Path, **dumps: Any) -> None:
-    """Write ``doc`` as indented JSON to ``path``, creating its parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, **dumps))

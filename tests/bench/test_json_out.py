@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from pappus.bench.report import write_json
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from json_out import json_file, write_json  # noqa: E402
+from json_out import json_file  # noqa: E402
 
 #: every script with a --json FILE option (bench_cpu_kernels' --json prints to stdout)
 SCRIPTS = ["bench_auth_quota", "bench_cluster", "bench_core", "bench_cuda", "bench_engines", "bench_fairness",

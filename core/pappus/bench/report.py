@@ -128,14 +128,8 @@ def new_document(profile: str, command: str) -> dict[str, Any]:
 def write_json(doc: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_default) + "\n")
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")  # paths and the like as text
     os.replace(tmp, path)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
