@@ -233,10 +233,10 @@ class Plugins:
             engines = [e for b in sorted(self.backends, key=lambda b: b.name) for e in b.engine_names()]
             raise BackendNotInstalled(engine, f"{engine!r} is not an installed backend, and engine names look like '<backend>-<kind>' "
                                  f"(installed engines: {', '.join(engines) or 'none'})", f"engine {engine!r}")
-        if name not in self.backends:
-            raise BackendNotInstalled(name, f"{name!r} is not an installed backend "
-                                 f"(installed: {', '.join(self.backends.names()) or 'none'})", f"engine {engine!r}")
-        backend = self.backends.get(name)
+        try:
+            backend = self.backends.get(name)
+        except BackendNotInstalled as exc:  # the registry's words, about this engine
+            raise BackendNotInstalled(name, exc.fields["reason"], f"engine {engine!r}") from None
         if kind not in backend.engine_kinds:
             raise BackendNotInstalled(engine, f"backend {name!r} has no {kind!r} engine "
                                  f"(it has: {', '.join(backend.engine_names())})", f"engine {engine!r}")
