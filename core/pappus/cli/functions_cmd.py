@@ -35,13 +35,13 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 def run_register(args: argparse.Namespace) -> int:
     modules_dir = getattr(args, "modules_dir", None)
-    if modules_dir is not None:
-        problem = ("applies to functions (Dandelion configs), not libraries" if args.kind == "library" else
-                   None if Path(modules_dir).is_dir() else
-                   "is not a directory" if Path(modules_dir).exists() else "does not exist")
-        if problem:
-            subject = "" if args.kind == "library" else f"{modules_dir!r} "
-            raise ValidationError(FieldError("--modules-dir", subject + problem), what="arguments")
+    if modules_dir is not None and args.kind == "library":
+        raise ValidationError(FieldError("--modules-dir", "applies to functions (Dandelion configs), not "
+                                                          "libraries"), what="arguments")
+    if args.kind == "function":
+        from .import_cmd import check_modules_dir  # as 'pappus import' checks it
+
+        check_modules_dir(modules_dir)
     with runtime_from(args) as rt:
         if args.kind == "library":
             rec = rt.register_library(args.name, Path(args.path), tenant=args.tenant)

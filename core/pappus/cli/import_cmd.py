@@ -75,10 +75,12 @@ def _input_sizes(values: list[str] | None) -> dict[str, int]:
     return sizes
 
 
-def _modules_dir(value: str | None) -> str | None:
-    if value is not None and not Path(value).is_dir():
-        what = "is not a directory" if Path(value).exists() else "does not exist"
-        raise ValidationError(FieldError("--modules-dir", f"{value!r} {what}"), what="arguments")
+def check_modules_dir(value: str | None) -> str | None:
+    from ..importers.dandelion import modules_dir_problem
+
+    problem = modules_dir_problem(value)
+    if problem:
+        raise ValidationError(FieldError("--modules-dir", f"{value!r} {problem}"), what="arguments")
     return value
 
 
@@ -134,7 +136,7 @@ def run_import(args: argparse.Namespace) -> int:
     from ..importers.dandelion import import_dandelion
 
     sizes = _input_sizes(args.input_size)
-    modules_dir = _modules_dir(args.modules_dir)
+    modules_dir = check_modules_dir(args.modules_dir)
     try:
         result = import_dandelion(Path(args.config), modules_dir=modules_dir, generation=args.generation,
                                   input_sizes=sizes or None)

@@ -899,6 +899,14 @@ def _base_dir(source: object, modules_dir: Path | str | None) -> Path | None:
     return None
 
 
+def modules_dir_problem(modules_dir: str | Path | None) -> str | None:
+    """Why ``modules_dir`` cannot be where module paths resolve ("does not exist", "is not a
+    directory"); None when it can, or when none is given."""
+    if modules_dir is None or Path(modules_dir).is_dir():
+        return None
+    return "is not a directory" if Path(modules_dir).exists() else "does not exist"
+
+
 def import_dandelion(
     doc_or_path: str | Path | bytes | Mapping[str, Any],
     *,
@@ -922,9 +930,9 @@ def import_dandelion(
     """
     if generation is not None and generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {GENERATIONS}, not {generation!r}")
-    if modules_dir is not None and not Path(modules_dir).is_dir():
-        what = "is not a directory" if Path(modules_dir).exists() else "does not exist"
-        raise ValidationError(FieldError("modules_dir", f"{str(modules_dir)!r} {what}; module paths are "
+    problem = modules_dir_problem(modules_dir)
+    if problem:
+        raise ValidationError(FieldError("modules_dir", f"{str(modules_dir)!r} {problem}; module paths are "
                                                         "resolved inside a modules directory"))
     doc = load_config_document(doc_or_path, limits)
     gen = generation or detect_dandelion(doc)
