@@ -180,8 +180,15 @@ class FunctionConfig:
 
 def iter_launches(actions: tuple[Action, ...]):  # type: ignore[no-untyped-def]
     """Yield every ExecKernel in a control flow, depth first."""
-    for action in actions:
+    for _, launch in iter_launch_paths(actions):
+        yield launch
+
+
+def iter_launch_paths(actions: tuple[Action, ...], path: str = "blueprint.control_flow"):  # type: ignore[no-untyped-def]
+    """Yield ``(config path, ExecKernel)`` for every launch in a control flow, depth first; the
+    path is where errors about the launch are reported (``blueprint.control_flow[0].ExecKernel``)."""
+    for i, action in enumerate(actions):
         if isinstance(action, ExecKernel):
-            yield action
+            yield f"{path}[{i}].ExecKernel", action
         else:
-            yield from iter_launches(action.body)
+            yield from iter_launch_paths(action.body, f"{path}[{i}].Repeat.body")

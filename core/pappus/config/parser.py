@@ -41,6 +41,7 @@ from .model import (
     SizeofArg,
     Sizing,
     ValueArg,
+    iter_launch_paths,
 )
 
 LIBRARY_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -894,14 +895,6 @@ def _every_launch_listed(config: FunctionConfig) -> None:
     """A safety net under the parser: a config that parsed never launches a kernel it does not list
     (an engine would have no handle for it). Reaching the error here is a parser bug."""
     listed = {ref.name for ref in config.kernels}
-
-    def walk(actions: tuple[Action, ...], path: str) -> None:
-        for i, action in enumerate(actions):
-            if isinstance(action, ExecKernel):
-                if action.kernel not in listed:
-                    raise ValidationError(FieldError(f"{path}[{i}].ExecKernel.name",
-                                                     f"kernel {action.kernel!r} is not listed in 'kernels'"))
-            else:
-                walk(action.body, f"{path}[{i}].Repeat.body")
-
-    walk(config.blueprint.control_flow, "blueprint.control_flow")
+    for path, launch in iter_launch_paths(config.blueprint.control_flow):
+        if launch.kernel not in listed:
+            raise ValidationError(FieldError(f"{path}.name", f"kernel {launch.kernel!r} is not listed in 'kernels'"))

@@ -14,13 +14,13 @@ from ..kernels import DeviceLimits, KernelInfo, KernelParam, LibraryInfo, ParamK
 from .limits import DTYPES
 from .model import (
     Absolute,
-    Action,
     ConstantArg,
     ExecKernel,
     FunctionConfig,
     PtrArg,
     SizeofArg,
     ValueArg,
+    iter_launch_paths,
 )
 
 
@@ -95,12 +95,6 @@ def check_function_against_libraries(
                                            "heap limit is 0; rebuild it without malloc or raise the limit"))
         kernels[ref.name] = kernel
 
-    def walk(actions: tuple[Action, ...], path: str) -> None:
-        for i, action in enumerate(actions):
-            if isinstance(action, ExecKernel):
-                check_launch(action, f"{path}[{i}].ExecKernel")
-            else:
-                walk(action.body, f"{path}[{i}].Repeat.body")
 
     def check_launch(launch: ExecKernel, path: str) -> None:
         kernel = kernels.get(launch.kernel)
@@ -129,5 +123,6 @@ def check_function_against_libraries(
                 errors.append(FieldError(f"{path}.block", f"{threads} threads per block exceed the "
                                          f"kernel's maximum of {kernel.max_block_threads}"))
 
-    walk(config.blueprint.control_flow, "blueprint.control_flow")
+    for path, launch in iter_launch_paths(config.blueprint.control_flow):
+        check_launch(launch, path)
     return errors
