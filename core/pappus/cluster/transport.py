@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -308,6 +309,38 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+#: Seconds the address of a Ray cluster gets to accept a TCP connection before ``ray.init``,
+#: which would otherwise retry for minutes when nothing listens there.
+CONNECT_TIMEOUT = 5.0
+
+
+def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why nothing can be reached at a Ray address (``HOST:PORT`` or ``ray://HOST:PORT``), or
+    None if something accepts a TCP connection there (or the address names no port, as
+    ``"auto"`` does: Ray finds those itself). It is only a connect; what answers may still not
+    be Ray, which ``ray.init`` then reports."""
+    rest = address.removeprefix("ray://")
+    host, sep, port_text = rest.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        return None
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
+    port = int(port_text)
+    if port > 65535:
+        return f"{port} is not a TCP port (0-65535)"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror as exc:
+        return f"cannot resolve the host name {host!r}: {exc.strerror or exc}"
+    except TimeoutError:
+        return f"no answer from {where} within {timeout:g} s"
+    except ConnectionRefusedError:
+        return f"nothing listens at {where}: connection refused"
+    except OSError as exc:
+        return f"cannot open a connection to {where}: {exc.strerror or exc}"
+
+
 class RayUnavailable(PappusError):
     """No Ray could be reached at the address given (``ClusterRuntime(address)``,
     ``pappus serve --cluster``). ``flag`` names the option the address came from, for the
@@ -359,6 +392,9 @@ class RayTransport(Transport):
                 self.owns = True
         else:
             if not self.ray.is_initialized():
+                why = unreachable(str(address))
+                if why:  # fail in seconds, where Ray would retry for minutes
+                    raise RayUnavailable(str(address), why)
                 try:
                     self.ray.init(address=address, **{"log_to_driver": False, **init_kwargs})
                 except ConnectionError as exc:  # Ray's text names its own --address flag
