@@ -180,11 +180,13 @@ class Runtime:
 
     def register_function(self, name: str, config: str | Path | bytes | Mapping[str, Any], *,
                           tenant: str = "default", format: str | None = None,
-                          modules_dir: str | Path | None = None) -> FunctionRecord:
+                          modules_dir: str | Path | None = None,
+                          input_sizes: Mapping[str, int] | None = None) -> FunctionRecord:
         """Validate a function config against its libraries and store it under ``name``.
 
         ``format="dandelion"`` (or auto-detection) imports an upstream Dandelion config; its
-        modules are registered as libraries first.
+        modules are registered as libraries first. ``input_sizes`` (Dandelion configs only)
+        declares the byte size callers send for an input, as ``import_dandelion`` takes it.
         """
         problem = library_name_problem(name)
         if problem:
@@ -196,9 +198,13 @@ class Runtime:
         if format not in (None, "pappus", "dandelion"):
             raise ValidationError(FieldError("format", f"unknown config format {format!r} (pappus, dandelion)"))
         if format == "dandelion" or (format is None and isinstance(doc, dict) and "schema" not in doc):
-            doc, imported = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion")
+            doc, imported = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion",
+                                                   input_sizes=input_sizes)
             if imported is not None:
                 source_format, notes = "dandelion", imported
+        if input_sizes and source_format != "dandelion":
+            raise ValidationError(FieldError("input_sizes", "applies to Dandelion configs only; a pappus config "
+                                                            "declares its input sizes itself"), what="function")
         engine = doc.get("engine") if isinstance(doc, dict) and isinstance(doc.get("engine"), str) else None
         engine_error: FieldError | None = None
         try:
@@ -264,7 +270,8 @@ class Runtime:
         return self.registry.list_functions(tenant)
 
     def _import_dandelion(self, doc: Any, source: Any, modules_dir: str | Path | None, tenant: str,
-                          explicit: bool) -> tuple[Any, list[str] | None]:
+                          explicit: bool, input_sizes: Mapping[str, int] | None = None
+                          ) -> tuple[Any, list[str] | None]:
         try:
             from .importers.dandelion import detect_dandelion, import_dandelion
         except ImportError:
@@ -277,7 +284,8 @@ class Runtime:
             modules_dir = Path(source).parent
         from .importers.dandelion import narrow_constants
 
-        result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None, limits=self.limits)
+        result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None, limits=self.limits,
+                                  input_sizes=input_sizes)
         infos = {}
         for libname, path in result.libraries.items():
             record = self.register_library(libname, path, tenant=tenant)

@@ -201,3 +201,40 @@ def test_register_function_takes_modules_dir(tmp_path, capsys, matmul_so) -> Non
     assert code == 1 and "--modules-dir: " in err and "is not a directory" in err
     code, _, err = cli(capsys, "register", "library", "m", str(matmul_so), "--modules-dir", str(libs), *state)
     assert code == 1 and "--modules-dir: applies to functions" in err
+
+
+def test_register_function_takes_input_sizes(tmp_path, capsys, matmul_so) -> None:
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    shutil.copy(matmul_so, libs / "matmul.so")
+    doc = matmul_para("matmul.so")
+    doc["kernels"][0]["kernel_name"] = "matmul_at"
+    doc["blueprint"]["control_flow"][0]["ExecKernel"][0] = "matmul_at"
+    (libs / "mm.json").write_text(json.dumps(doc))
+    state = ["--state-dir", str(tmp_path / "state"), "--engine", "cpu-sequential"]
+    register = ["register", "function", "mm", str(libs / "mm.json"), "--format", "dandelion"]
+
+    def declared_cfg() -> int:
+        import pappus
+
+        with pappus.Runtime(state_dir=tmp_path / "state") as rt:
+            inputs = rt.registry.get_function("default", "mm").config["blueprint"]["inputs"]
+        return next(i["size"] for i in inputs if i["name"] == "cfg")
+
+    assert cli(capsys, *register, *state)[0] == 0
+    assert declared_cfg() == 8  # what FromInput idx 0 reads
+    code, _, err = cli(capsys, *register, "--input-size", "cfg=48", *state)
+    assert code == 0, err
+    assert declared_cfg() == 48  # what upstream's callers send
+
+    code, _, err = cli(capsys, *register, "--input-size", "nope=8", "--input-size", "cfg=x", *state)
+    assert code == 1 and "--input-size: cfg=x: BYTES must be a non-negative whole number of bytes" in err
+    code, _, err = cli(capsys, *register, "--input-size", "nope=8", *state)
+    assert code == 1 and "--input-size nope: 'nope' is not an input of this config" in err
+    assert "input_sizes" not in err
+    code, _, err = cli(capsys, "register", "library", "m", str(matmul_so), "--input-size", "cfg=8",
+                       "--modules-dir", str(libs), *state)
+    assert code == 1 and "--input-size: applies to functions" in err and "--modules-dir: applies to functions" in err
+    code, _, err = cli(capsys, "register", "function", "native", str(ROOT / "examples" / "matmul" / "matmul.json"),
+                       "--input-size", "A=8", *state)
+    assert code == 1 and "--input-size: applies to Dandelion configs only" in err

@@ -17,13 +17,18 @@ def add_parser(sub: Any, formatter: Any) -> None:
                        epilog="examples:\n  pappus register library matmul build/matmul.so\n"
                               "  pappus register function matmul examples/matmul/matmul.json\n"
                               "  pappus register function matmul test_gpu_matmul_para.json --format dandelion \\\n"
-                              "      --modules-dir machine_interface/tests/libs --engine hip-sequential")
+                              "      --modules-dir machine_interface/tests/libs --engine hip-sequential\n"
+                              "  pappus register function inference test_gpu_inference.json --format dandelion \\\n"
+                              "      --modules-dir machine_interface/tests/libs --input-size cfg=48")
     p.add_argument("kind", choices=["library", "function"])
     p.add_argument("name")
     p.add_argument("path")
     p.add_argument("--format", choices=["pappus", "dandelion"], help="config format (functions; default: detect)")
     p.add_argument("--modules-dir", metavar="DIR",
                    help="Dandelion configs: directory their module paths are resolved in (default: the config's)")
+    p.add_argument("--input-size", action="append", metavar="NAME=BYTES",
+                   help="Dandelion configs: declare an input's exact size in bytes, as `pappus import` does; "
+                        "repeat for several")
     add_runtime_options(p)
     p.set_defaults(func=run_register)
     q = sub.add_parser("list", formatter_class=formatter, help="list registered libraries and functions",
@@ -34,21 +39,28 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    modules_dir = getattr(args, "modules_dir", None)
-    if modules_dir is not None and args.kind == "library":
-        raise ValidationError(FieldError("--modules-dir", "applies to functions (Dandelion configs), not "
-                                                          "libraries"), what="arguments")
-    if args.kind == "function":
-        from .import_cmd import check_modules_dir  # as 'pappus import' checks it
+    # as `pappus import` reads them
+    from .import_cmd import check_modules_dir, in_cli_terms, input_sizes
 
+    modules_dir = getattr(args, "modules_dir", None)
+    if args.kind == "library":
+        given = [flag for flag, value in (("--modules-dir", modules_dir), ("--input-size", args.input_size)) if value]
+        if given:
+            raise ValidationError([FieldError(flag, "applies to functions (Dandelion configs), not libraries")
+                                   for flag in given], what="arguments")
+    else:
         check_modules_dir(modules_dir)
+    sizes = input_sizes(args.input_size)
     with runtime_from(args) as rt:
         if args.kind == "library":
             rec = rt.register_library(args.name, Path(args.path), tenant=args.tenant)
             print(f"library {rec.name}: {rec.size} bytes, sha256 {rec.sha256[:16]}, kernels: {', '.join(rec.kernels)}")
         else:
-            frec = rt.register_function(args.name, Path(args.path), tenant=args.tenant, format=args.format,
-                                        modules_dir=modules_dir)
+            try:
+                frec = rt.register_function(args.name, Path(args.path), tenant=args.tenant, format=args.format,
+                                            modules_dir=modules_dir, input_sizes=sizes or None)
+            except ValidationError as exc:  # the importer's advice, in this command's options
+                raise in_cli_terms(exc) from None
             libs = ", ".join(f"{k}@{v[:12]}" for k, v in frec.libraries.items())
             print(f"function {frec.name}: engine {frec.engine}, libraries {libs}")
     return 0

@@ -57,7 +57,8 @@ def add_parser(sub: Any, formatter: Any) -> None:
     exp.set_defaults(func=run_export)
 
 
-def _input_sizes(values: list[str] | None) -> dict[str, int]:
+def input_sizes(values: list[str] | None) -> dict[str, int]:
+    """``--input-size NAME=BYTES`` options as a dict (every malformed one reported at once)."""
     sizes: dict[str, int] = {}
     errors = []
     for item in values or []:
@@ -85,14 +86,15 @@ def check_modules_dir(value: str | None) -> str | None:
 
 
 # What the Python API calls a keyword argument, the command line calls an option.
-_CLI_PATHS = (("module_paths.", "--module-path "), ("input_sizes.", "--input-size "), ("modules_dir", "--modules-dir"))
+_CLI_PATHS = (("module_paths.", "--module-path "), ("input_sizes.", "--input-size "), ("input_sizes", "--input-size"),
+              ("modules_dir", "--modules-dir"))
 _CLI_WORDS = (("pass allow_lossy=True", "pass --allow-lossy"), ("(declared in input_sizes)", "(declared with --input-size)"),
               ("export generation='modules'", "export with --generation modules"),
               ("(modules_dir / --modules-dir)", "(--modules-dir)"),
               ("with import_dandelion)", "with pappus import dandelion)"))
 
 
-def _in_cli_terms(exc: ValidationError, extra: list[FieldError] | None = None) -> ValidationError:
+def in_cli_terms(exc: ValidationError, extra: list[FieldError] | None = None) -> ValidationError:
     """``exc`` with its paths and advice in command-line terms (``--module-path X``, ``--allow-lossy``)."""
     errors = []
     for e in [*exc.errors, *(extra or [])]:
@@ -135,13 +137,13 @@ def _engine_of(path: Path) -> str | None:
 def run_import(args: argparse.Namespace) -> int:
     from ..importers.dandelion import import_dandelion
 
-    sizes = _input_sizes(args.input_size)
+    sizes = input_sizes(args.input_size)
     modules_dir = check_modules_dir(args.modules_dir)
     try:
         result = import_dandelion(Path(args.config), modules_dir=modules_dir, generation=args.generation,
                                   input_sizes=sizes or None)
     except ValidationError as exc:
-        raise _in_cli_terms(exc) from None
+        raise in_cli_terms(exc) from None
     _write(json.dumps(result.config, indent=2) + "\n", args.output)
     err = sys.stderr
     print(f"imported a {result.generation}-generation Dandelion config", file=err)
@@ -181,8 +183,8 @@ def run_export(args: argparse.Namespace) -> int:
         doc = export_dandelion(Path(args.config), generation=args.generation, module_paths=module_paths,
                                allow_lossy=args.allow_lossy)
     except ValidationError as exc:
-        raise _in_cli_terms(exc, extra) from None
+        raise in_cli_terms(exc, extra) from None
     if extra:
-        raise _in_cli_terms(ValidationError(extra, what="arguments"))
+        raise in_cli_terms(ValidationError(extra, what="arguments"))
     _write(json.dumps(doc, indent=2) + "\n", args.output)
     return 0
