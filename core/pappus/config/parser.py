@@ -52,7 +52,7 @@ KERNEL_NAME_RE = re.compile(r"[A-Za-z_.$][A-Za-z0-9_.$]{0,255}")
 def library_name_problem(name: object) -> str | None:
     """Why ``name`` is not a safe library or function name, or None when it is."""
     if not isinstance(name, str):
-        return f"must be a string, not {_typename(name)}"
+        return f"must be a string, not {json_type_name(name)}"
     if "\x00" in name:
         return "must not contain NUL"
     if len(name) > 64:
@@ -91,7 +91,8 @@ def did_you_mean(word: object, choices: Iterable[str], cutoff: float = 0.75) -> 
     return by_norm[close[0]] if close and by_norm[close[0]] != word else None
 
 
-def _typename(value: object) -> str:
+def json_type_name(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages ("integer", "array", "null")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -109,7 +110,8 @@ def _typename(value: object) -> str:
     return type(value).__name__
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer that is not a boolean (JSON true is a Python int)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -156,7 +158,7 @@ class _Parser:
 
     def expect_object(self, value: object, path: str, allowed: set[str], required: set[str]) -> bool:
         if not isinstance(value, dict):
-            self.err(path, f"must be an object, not {_typename(value)}")
+            self.err(path, f"must be an object, not {json_type_name(value)}")
             return False
         for key in value:
             if key not in allowed:
@@ -198,7 +200,7 @@ class _Parser:
         deadline = doc.get("deadline")
         if deadline is not None:
             if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
-                self.err("deadline", f"must be a number of seconds, not {_typename(deadline)}")
+                self.err("deadline", f"must be a number of seconds, not {json_type_name(deadline)}")
                 deadline = None
             elif (isinstance(deadline, float) and math.isnan(deadline)) or deadline <= 0:
                 self.err("deadline", "must be a positive number of seconds")
@@ -212,7 +214,7 @@ class _Parser:
             engine = None
         description = doc.get("description")
         if description is not None and not isinstance(description, str):
-            self.err("description", f"must be a string, not {_typename(description)}")
+            self.err("description", f"must be a string, not {json_type_name(description)}")
             description = None
         elif description is not None and _key(description) != description:
             self.err("description", "must be valid Unicode text (it holds a lone surrogate)")
@@ -235,7 +237,7 @@ class _Parser:
         not a second error); None for the names when the list itself could not be read."""
         refs: list[KernelRef] = []
         if not isinstance(value, list):  # null too; a missing one is reported as required, and only so
-            self.err("kernels", f"must be an array of kernel names, not {_typename(value)}")
+            self.err("kernels", f"must be an array of kernel names, not {json_type_name(value)}")
             return refs, None
         if not value:
             self.err("kernels", "must name at least one kernel")
@@ -262,7 +264,7 @@ class _Parser:
                 name = entry
             if not isinstance(name, str):
                 self.err(path if not isinstance(entry, dict) else _join(path, "name"),
-                         f"must be a kernel name, not {_typename(name)}")
+                         f"must be a kernel name, not {json_type_name(name)}")
                 continue
             if not KERNEL_NAME_RE.fullmatch(name):
                 self.err(path, f"{name[:80]!r} is not a valid kernel symbol name")
@@ -324,7 +326,7 @@ class _Parser:
         path = "blueprint.inputs"
         specs: list[InputSpec] = []
         if not isinstance(value, list):
-            self.err(path, f"must be an array of input names, not {_typename(value)}")
+            self.err(path, f"must be an array of input names, not {json_type_name(value)}")
             self.names_complete = False
             return specs
         if len(value) > self.limits.max_inputs:
@@ -345,7 +347,7 @@ class _Parser:
                 name = entry.get("name")
                 if "size" in entry:
                     size = entry["size"]
-                    if not _is_int(size) or size < 0:
+                    if not is_int(size) or size < 0:
                         self.err(_join(p, "size"), "must be a non-negative integer number of bytes")
                         size, bad_size = None, True
                     elif size > self.limits.max_buffer_bytes:
@@ -374,7 +376,7 @@ class _Parser:
         path = "blueprint.buffers"
         out: list[tuple[str, Sizing]] = []
         if not isinstance(value, dict):
-            self.err(path, f"must be an object mapping buffer names to sizes, not {_typename(value)}")
+            self.err(path, f"must be an object mapping buffer names to sizes, not {json_type_name(value)}")
             self.names_complete = False
             return out
         if len(value) > self.limits.max_buffers:
@@ -401,12 +403,12 @@ class _Parser:
         path = "blueprint.outputs"
         out: list[str] = []
         if not isinstance(value, list):
-            self.err(path, f"must be an array of buffer names, not {_typename(value)}")
+            self.err(path, f"must be an array of buffer names, not {json_type_name(value)}")
             return out
         for i, name in enumerate(value):
             p = f"{path}[{i}]"
             if not isinstance(name, str):
-                self.err(p, f"must be a buffer name, not {_typename(name)}")
+                self.err(p, f"must be a buffer name, not {json_type_name(name)}")
             elif self.unknown_name(name, names):
                 self.err(p, f"output {name!r} is not an input or buffer{self.hint(name, names)}")
             elif name in out:
@@ -421,7 +423,7 @@ class _Parser:
         if depth > self.limits.max_sizing_depth:
             self.err(path, f"sizes nest deeper than {self.limits.max_sizing_depth} levels")
             return None
-        if _is_int(value):
+        if is_int(value):
             assert isinstance(value, int)
             return self.absolute(value, path)
         if not isinstance(value, dict) or len(value) != 1:
@@ -431,13 +433,13 @@ class _Parser:
         (kind, body), = value.items()
         p = _join(path, kind)
         if kind == "Absolute":
-            if not _is_int(body):
-                self.err(p, f"must be an integer, not {_typename(body)}")
+            if not is_int(body):
+                self.err(p, f"must be an integer, not {json_type_name(body)}")
                 return None
             return self.absolute(body, p)
         if kind == "Sizeof":
             if not isinstance(body, str):
-                self.err(p, f"must name an input or buffer, not {_typename(body)}")
+                self.err(p, f"must name an input or buffer, not {json_type_name(body)}")
                 return None
             if self.unknown_name(body, names):
                 self.err(p, f"{body!r} is not an input or buffer{self.hint(body, names)}")
@@ -452,7 +454,7 @@ class _Parser:
             if not isinstance(name, str):
                 self.err(_join(p, "input"), "must name an input")
                 ok = False
-            if not _is_int(index) or index < 0:  # type: ignore[operator]
+            if not is_int(index) or index < 0:  # type: ignore[operator]
                 self.err(_join(p, "index"), "must be a non-negative integer")
                 ok = False
             if dtype not in INTEGER_DTYPES:
@@ -603,7 +605,7 @@ class _Parser:
     def actions(self, value: object, path: str, names: set[str], kernels: set[str] | None,
                 depth: int) -> list[Action] | None:
         if not isinstance(value, list):
-            self.err(path, f"must be an array of actions, not {_typename(value)}")
+            self.err(path, f"must be an array of actions, not {json_type_name(value)}")
             return None
         if depth > self.limits.max_nesting:
             self.err(path, f"Repeat nests deeper than {self.limits.max_nesting} levels")
@@ -640,7 +642,7 @@ class _Parser:
         before = len(self.errors)
         name = body.get("name")
         if not isinstance(name, str):
-            self.err(_join(path, "name"), f"must be a kernel name, not {_typename(name)}")
+            self.err(_join(path, "name"), f"must be a kernel name, not {json_type_name(name)}")
         elif kernels is not None and name not in kernels:
             self.err(_join(path, "name"), f"kernel {name!r} is not listed in 'kernels'{self.hint(name, kernels)}")
         args = self.args(body.get("args"), _join(path, "args"), names)
@@ -695,7 +697,7 @@ class _Parser:
 
     def args(self, value: object, path: str, names: set[str]) -> list[Arg] | None:
         if not isinstance(value, list):
-            self.err(path, f"must be an array of arguments, not {_typename(value)}")
+            self.err(path, f"must be an array of arguments, not {json_type_name(value)}")
             return None
         if len(value) > self.limits.max_args:
             self.err(path, f"{len(value)} arguments exceed the limit of {self.limits.max_args}")
@@ -720,7 +722,7 @@ class _Parser:
         p = _join(path, kind)
         if kind in ("Ptr", "Sizeof"):
             if not isinstance(body, str):
-                self.err(p, f"must name a buffer, not {_typename(body)}")
+                self.err(p, f"must name a buffer, not {json_type_name(body)}")
                 return None
             if self.unknown_name(body, names):
                 self.err(p, f"{body!r} is not an input or buffer{self.hint(body, names)}")
@@ -737,14 +739,14 @@ class _Parser:
             _, kind_, lo, hi = DTYPES[dtype]
             if kind_ == "float":
                 if isinstance(val, bool) or not isinstance(val, (int, float)):
-                    self.err(_join(p, "value"), f"must be a number, not {_typename(val)}")
+                    self.err(_join(p, "value"), f"must be a number, not {json_type_name(val)}")
                     return None
                 if (isinstance(val, float) and not math.isfinite(val)) or not lo <= val <= hi:
                     self.err(_join(p, "value"), f"{_show(val)} does not fit in {dtype}")
                     return None
                 return ConstantArg(dtype, float(val))
-            if not _is_int(val):
-                self.err(_join(p, "value"), f"must be an integer for {dtype}, not {_typename(val)}")
+            if not is_int(val):
+                self.err(_join(p, "value"), f"must be an integer for {dtype}, not {json_type_name(val)}")
                 return None
             if not lo <= val <= hi:  # type: ignore[operator]
                 self.err(_join(p, "value"), f"{_show(val)} does not fit in {dtype} ({int(lo)}..{int(hi)})")
@@ -849,7 +851,7 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
         except UnicodeDecodeError as exc:
             raise ValidationError(FieldError("", f"config is not UTF-8: {exc.reason} at byte {exc.start}")) from None
     if not isinstance(source, str):  # an already-decoded document that is not an object
-        raise ValidationError(FieldError("", f"a config must be a JSON object, not {_typename(source)}"))
+        raise ValidationError(FieldError("", f"a config must be a JSON object, not {json_type_name(source)}"))
     if len(source) > limits.max_config_bytes:
         raise ValidationError(FieldError("", f"config is {len(source)} characters; the limit is {limits.max_config_bytes}"))
     try:
@@ -863,7 +865,7 @@ def load_config_document(source: str | Path | bytes | Mapping[str, Any], limits:
     # Only an object is a config. Anything else is refused here, so that no caller hands a
     # decoded value back in as a source: a JSON string would be taken for a path to read.
     if not isinstance(doc, dict):
-        raise ValidationError(FieldError("", f"a config must be a JSON object, not {_typename(doc)}"))
+        raise ValidationError(FieldError("", f"a config must be a JSON object, not {json_type_name(doc)}"))
     return doc
 
 

@@ -53,6 +53,8 @@ from ..config.model import (
 from ..config.parser import (
     BUFFER_NAME_RE,
     KERNEL_NAME_RE,
+    is_int,
+    json_type_name,
     library_name_problem,
     load_config_document,
     parse_function,
@@ -150,28 +152,6 @@ class ImportResult:
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _typename(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _join(path: str, key: str) -> str:
@@ -303,7 +283,7 @@ class _Importer:
 
     def run(self, doc: object) -> dict[str, Any] | None:
         if not isinstance(doc, dict):
-            self.err("", f"a Dandelion config must be a JSON object, not {_typename(doc)}")
+            self.err("", f"a Dandelion config must be a JSON object, not {json_type_name(doc)}")
             return None
         known = _TOP_FIELDS[self.gen]
         self.ignore_unknown(doc, "", known, f"Dandelion's {self.gen}-generation config")
@@ -364,7 +344,7 @@ class _Importer:
         module = _Module(key=str(raw), path=raw, upath="module_path")
         if not isinstance(raw, str):
             self.err("module_path", f"must be a string (a path relative to the modules directory), "
-                                    f"not {_typename(raw)}")
+                                    f"not {json_type_name(raw)}")
             return {}
         module.resolved = self.resolve(raw, "module_path")
         return {raw: module}
@@ -374,20 +354,20 @@ class _Importer:
         if value is None:
             return modules
         if not isinstance(value, list):
-            self.err("modules", f"must be an array of {{\"module_name\", \"path\"}} objects, not {_typename(value)}")
+            self.err("modules", f"must be an array of {{\"module_name\", \"path\"}} objects, not {json_type_name(value)}")
             return modules
         first_at: dict[str, int] = {}
         for i, entry in enumerate(value):
             p = f"modules[{i}]"
             if not isinstance(entry, dict):
-                self.err(p, f"must be an object {{\"module_name\": ..., \"path\": ...}}, not {_typename(entry)}")
+                self.err(p, f"must be an object {{\"module_name\": ..., \"path\": ...}}, not {json_type_name(entry)}")
                 self.broken_modules = True
                 continue
             ok = True
             for key, val in entry.items():
                 if not isinstance(val, str):
                     self.err(_join(p, str(key)), f"must be a string (upstream reads each module as a map "
-                                                 f"of strings), not {_typename(val)}")
+                                                 f"of strings), not {json_type_name(val)}")
                     ok = False
             self.ignore_unknown(entry, p, ("module_name", "path"), "a module entry")
             for key in ("module_name", "path"):
@@ -456,7 +436,7 @@ class _Importer:
             return kernels
         if not isinstance(value, list):
             want = "kernel names" if self.gen == "thesis" else "{\"module_name\", \"kernel_name\"} objects"
-            self.err("kernels", f"must be an array of {want}, not {_typename(value)}")
+            self.err("kernels", f"must be an array of {want}, not {json_type_name(value)}")
             return kernels
         seen: dict[str, tuple[int, str]] = {}
         thesis_module = next(iter(modules), None)
@@ -464,19 +444,19 @@ class _Importer:
             p = f"kernels[{i}]"
             if self.gen == "thesis":
                 if not isinstance(entry, str):
-                    self.err(p, f"must be a kernel name (a string), not {_typename(entry)}")
+                    self.err(p, f"must be a kernel name (a string), not {json_type_name(entry)}")
                     continue
                 name, module, name_path, module_path = entry, thesis_module, p, "module_path"
             else:
                 if not isinstance(entry, dict):
                     self.err(p, f"must be an object {{\"module_name\": ..., \"kernel_name\": ...}}, "
-                                f"not {_typename(entry)}")
+                                f"not {json_type_name(entry)}")
                     continue
                 ok = True
                 for key, val in entry.items():
                     if not isinstance(val, str):
                         self.err(_join(p, str(key)), f"must be a string (upstream reads each kernel as a "
-                                                     f"map of strings), not {_typename(val)}")
+                                                     f"map of strings), not {json_type_name(val)}")
                         ok = False
                 self.ignore_unknown(entry, p, ("module_name", "kernel_name"), "a kernel entry")
                 for key in ("module_name", "kernel_name"):
@@ -517,7 +497,7 @@ class _Importer:
         if value is None:
             return None
         if not isinstance(value, dict):
-            self.err(path, f"must be an object, not {_typename(value)}")
+            self.err(path, f"must be an object, not {json_type_name(value)}")
             return None
         known = _BLUEPRINT_FIELDS + (("weights",) if self.gen == "modules" else ())
         self.ignore_unknown(value, path, known, f"a {self.gen}-generation blueprint")
@@ -553,7 +533,7 @@ class _Importer:
         buffer_items: list[tuple[str, object]] = []
         if not isinstance(raw_buffers, dict):
             self.err("blueprint.buffers", f"must be an object mapping buffer names to sizes, not "
-                                          f"{_typename(raw_buffers)}")
+                                          f"{json_type_name(raw_buffers)}")
         else:
             for name, spec in raw_buffers.items():
                 p = _join("blueprint.buffers", name)
@@ -584,12 +564,12 @@ class _Importer:
         raw_outputs = value.get("outputs", [])
         self.map("blueprint.outputs", "blueprint.outputs")
         if not isinstance(raw_outputs, list):
-            self.err("blueprint.outputs", f"must be an array of buffer names, not {_typename(raw_outputs)}")
+            self.err("blueprint.outputs", f"must be an array of buffer names, not {json_type_name(raw_outputs)}")
         else:
             for i, name in enumerate(raw_outputs):
                 p = f"blueprint.outputs[{i}]"
                 if not isinstance(name, str):
-                    self.err(p, f"must be a buffer name (a string), not {_typename(name)}")
+                    self.err(p, f"must be a buffer name (a string), not {json_type_name(name)}")
                 elif name not in self.all_names:
                     self.err(p, f"{name!r} is not an input or buffer")
                 elif name in outputs:
@@ -607,13 +587,13 @@ class _Importer:
     def name_list(self, value: object, path: str, what: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         if not isinstance(value, list):
-            self.err(path, f"must be an array of {what} names, not {_typename(value)}")
+            self.err(path, f"must be an array of {what} names, not {json_type_name(value)}")
             return out
         seen: set[str] = set()
         for i, name in enumerate(value):
             p = f"{path}[{i}]"
             if not isinstance(name, str):
-                self.err(p, f"must be an {what} name (a string), not {_typename(name)}")
+                self.err(p, f"must be an {what} name (a string), not {json_type_name(name)}")
             elif not BUFFER_NAME_RE.fullmatch(name):
                 self.err(p, f"{_short(name)} is not a valid pappus {what} name "
                             "([A-Za-z_][A-Za-z0-9_]{0,63}); rename it")
@@ -690,7 +670,7 @@ class _Importer:
     def sizing(self, value: object, upath: str, ppath: str, refs: set[str] | None = None) -> dict[str, Any]:
         self.map(ppath, upath)
         if not isinstance(value, dict) or len(value) != 1:
-            hint = " (upstream does not take a bare number here)" if _is_int(value) else ""
+            hint = " (upstream does not take a bare number here)" if is_int(value) else ""
             self.err(upath, "must be one of {\"Absolute\": n}, {\"Sizeof\": name}, "
                             "{\"FromInput\": {\"bufname\": name, \"idx\": i}}" + hint)
             return dict(_PLACEHOLDER_SIZE)
@@ -698,13 +678,13 @@ class _Importer:
         up, pp = _join(upath, kind), _join(ppath, kind)
         self.map(pp, up)
         if kind == "Absolute":
-            if not _is_int(body) or not 0 <= body <= U64_MAX:
+            if not is_int(body) or not 0 <= body <= U64_MAX:
                 self.err(up, f"must be an integer from 0 to 2^64-1 (upstream reads a u64), not {_short(body)}")
                 return dict(_PLACEHOLDER_SIZE)
             return {"Absolute": body}
         if kind == "Sizeof":
             if not isinstance(body, str):
-                self.err(up, f"must name an input or buffer, not {_typename(body)}")
+                self.err(up, f"must name an input or buffer, not {json_type_name(body)}")
                 return dict(_PLACEHOLDER_SIZE)
             if body not in self.all_names:
                 self.err(up, f"{body!r} is not an input or buffer")
@@ -741,21 +721,21 @@ class _Importer:
             bufname, idx = body["bufname"], body["idx"]
             bpath, ipath = _join(up, "bufname"), _join(up, "idx")
         else:
-            self.err(up, f"must be {{\"bufname\": name, \"idx\": i}}, not {_typename(body)}")
+            self.err(up, f"must be {{\"bufname\": name, \"idx\": i}}, not {json_type_name(body)}")
             return dict(_PLACEHOLDER_SIZE)
         self.map(_join(pp, "input"), bpath)
         self.map(_join(pp, "index"), ipath)
         self.map(_join(pp, "type"), up)
         ok = True
         if not isinstance(bufname, str):
-            self.err(bpath, f"must name an input, not {_typename(bufname)}")
+            self.err(bpath, f"must name an input, not {json_type_name(bufname)}")
             ok = False
         elif bufname not in self.input_names:
             what = "a buffer; upstream's FromInput reads only the invocation's input sets" \
                 if bufname in self.buffer_names else "not an input"
             self.err(bpath, f"{bufname!r} is {what}")
             ok = False
-        if not _is_int(idx) or not 0 <= idx <= U64_MAX:
+        if not is_int(idx) or not 0 <= idx <= U64_MAX:
             self.err(ipath, f"must be an integer from 0 to 2^64-1 (upstream reads a usize), not {_short(idx)}")
             ok = False
         if not ok:
@@ -770,7 +750,7 @@ class _Importer:
         self.map(ppath, upath)
         out: list[Any] = []
         if not isinstance(value, list):
-            self.err(upath, f"must be an array of actions, not {_typename(value)}")
+            self.err(upath, f"must be an array of actions, not {json_type_name(value)}")
             return out
         if depth > self.limits.max_nesting:
             self.err(upath, f"Repeat nests deeper than {self.limits.max_nesting} levels")
@@ -803,13 +783,13 @@ class _Importer:
         name, args, launch = body
         self.map(_join(pp, "name"), f"{up}[0]")
         if not isinstance(name, str):
-            self.err(f"{up}[0]", f"must be a kernel name, not {_typename(name)}")
+            self.err(f"{up}[0]", f"must be a kernel name, not {json_type_name(name)}")
         elif name not in self.kernel_names:
             self.err(f"{up}[0]", f"kernel {name!r} is not listed in 'kernels'")
         out_args: list[Any] = []
         self.map(_join(pp, "args"), f"{up}[1]")
         if not isinstance(args, list):
-            self.err(f"{up}[1]", f"must be an array of arguments, not {_typename(args)}")
+            self.err(f"{up}[1]", f"must be an array of arguments, not {json_type_name(args)}")
         else:
             for j, arg in enumerate(args):
                 out_args.append(self.arg(arg, f"{up}[1][{j}]", f"{_join(pp, 'args')}[{j}]"))
@@ -859,7 +839,7 @@ class _Importer:
         self.map(pk, uk)
         if kind in ("Ptr", "Sizeof"):
             if not isinstance(body, str):
-                self.err(uk, f"must name an input or buffer, not {_typename(body)}")
+                self.err(uk, f"must name an input or buffer, not {json_type_name(body)}")
                 return dict(_PLACEHOLDER_ARG)
             if body not in self.all_names:
                 self.err(uk, f"{body!r} is not an input or buffer")
@@ -870,7 +850,7 @@ class _Importer:
         if kind == "Constant":
             self.map(_join(pk, "value"), uk)
             self.map(_join(pk, "type"), uk)
-            if not _is_int(body) or not I64_MIN <= body <= I64_MAX:
+            if not is_int(body) or not I64_MIN <= body <= I64_MAX:
                 self.err(uk, f"must be an integer from -2^63 to 2^63-1 (upstream's Constant is an i64), "
                              f"not {_short(body)}")
                 return dict(_PLACEHOLDER_ARG)
