@@ -126,7 +126,9 @@ class CudaKernel(LoadedKernel):
     the kernel may use on chip."""
 
     layout: ParamLayout
-    dynamic_shared_limit: int = DEFAULT_DYNAMIC_SHARED
+    #: Dynamic shared bytes this context has opted the kernel in to. Without an opt-in the driver
+    #: allows 48 KiB less the kernel's static shared memory, so any dynamic amount opts in once.
+    dynamic_shared_limit: int = 0
     #: (static shared bytes, local bytes per thread) as the driver reports them, read at first launch
     usage: tuple[int, int] | None = None
 
@@ -342,7 +344,7 @@ class CudaDevice(GpuDevice):
 
     def _kernel_reloaded(self, kernel: LoadedKernel) -> None:
         if isinstance(kernel, CudaKernel):  # a new context has not opted the kernel in yet
-            kernel.dynamic_shared_limit = DEFAULT_DYNAMIC_SHARED
+            kernel.dynamic_shared_limit = 0
 
     def function_attribute(self, kernel: CudaKernel, name: str) -> int:
         """A CU_FUNC_ATTRIBUTE_* of a kernel (e.g. "SHARED_SIZE_BYTES"), as the driver reports it."""
@@ -360,7 +362,7 @@ class CudaDevice(GpuDevice):
         kernel: CudaKernel = self._launch_kernel(launch)
         packed = PackedArgs(kernel.name, kernel.layout, launch.args)
         shared = int(launch.shared_mem_bytes)
-        if shared > kernel.dynamic_shared_limit:  # opt in to more than 48 KiB of dynamic shared memory
+        if shared > kernel.dynamic_shared_limit:  # opt in: the default is 48 KiB less the static part
             self._call("cuFuncSetAttribute", kernel.function,
                        self.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared,
                        kernel=kernel.name)

@@ -46,7 +46,13 @@ SIGNATURES = {
     "fill_u8": ((8, 8, 1), (0, 8, 16)),
     "trap_now": ((8,), (0,)),
     "noop": ((), ()),
+    "block_sum": ((8, 8), (0, 8)),
 }
+
+#: static shared bytes per kernel (CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES), as clean.hip declares them
+STATIC_SHARED = {"block_sum": 1024}
+DEFAULT_SHARED = 48 * 1024  # what a block may use in all without opting in
+OPTIN_SHARED = 232_448  # CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN of an H100
 
 
 @dataclass
@@ -56,6 +62,8 @@ class Context:
     sticky: CUresult | None = None
     heap_limit: int = 8 * 1024 * 1024
     modules: dict[int, bytes] = field(default_factory=dict)
+    #: CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES set in this context, by function
+    max_dynamic_shared: dict[Any, int] = field(default_factory=dict)
 
 
 class FakeDriver:
@@ -87,7 +95,9 @@ class FakeDriver:
         self.kernels: dict[str, Callable[..., CUresult]] = {
             "matmul_at_i64": self._matmul, "scalars": self._scalars, "oob_write": self._oob_write,
             "fill_u8": self._fill, "trap_now": lambda *a: CUresult.CUDA_ERROR_LAUNCH_FAILED, "noop": lambda *a: OK,
+            "block_sum": self._block_sum,
         }
+        self.grid = (1, 1, 1)  # of the launch running now (block_sum reads it)
         self.scalars_seen: tuple[Any, ...] | None = None
         self.next_base = 0x7F00_0000_0000
 
@@ -248,10 +258,26 @@ class FakeDriver:
             return CUresult.CUDA_ERROR_NOT_FOUND, None
         return OK, (module, name)
 
+    def _max_dynamic_shared(self, fn) -> int:
+        """As the driver documents it: 48 KiB less the static shared memory until set."""
+        assert self.ctx is not None
+        return self.ctx.max_dynamic_shared.get(fn, DEFAULT_SHARED - STATIC_SHARED.get(fn[1], 0))
+
     def cuFuncSetAttribute(self, fn, attr, value):
+        err = self._live()
+        if err:
+            return (err,)
+        if attr == self.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES:
+            if value < 0 or value + STATIC_SHARED.get(fn[1], 0) > OPTIN_SHARED:
+                return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+            self.ctx.max_dynamic_shared[fn] = value
         return (OK,)
 
     def cuFuncGetAttribute(self, attr, fn):
+        if attr == self.CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES:
+            return OK, STATIC_SHARED.get(fn[1], 0)
+        if attr == self.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES:
+            return OK, self._max_dynamic_shared(fn)
         return OK, 0
 
     def cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, kernel_params, extra):
@@ -261,6 +287,8 @@ class FakeDriver:
         if not isinstance(extra, int):
             raise TypeError("an integer is required")  # what cuda-bindings 13 says for a non-int extra
         _module, name = fn
+        if shared > self._max_dynamic_shared(fn):  # the launch a missing opt-in gets on a GPU
+            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
         sizes, offsets = SIGNATURES[name]
         if kernel_params and extra:
             return (CUresult.CUDA_ERROR_INVALID_VALUE,)
@@ -279,6 +307,7 @@ class FakeDriver:
         else:
             raw, block = [], b""
         self.launches.append((name, (gx, gy, gz, bx, by, bz, shared), b"".join(raw)))
+        self.grid = (gx, gy, gz)
         result = self.kernels[name](*raw)
         if result in (CUresult.CUDA_ERROR_ILLEGAL_ADDRESS, CUresult.CUDA_ERROR_LAUNCH_FAILED):
             self.ctx.sticky = result  # reported at the next synchronising call, as on a GPU
@@ -308,6 +337,17 @@ class FakeDriver:
         if view is None:
             return CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
         view[:] = value
+        return OK
+
+    def _block_sum(self, inp, out):
+        """One sum per block of 256 floats (clean.hip's block_sum, 256 threads a block)."""
+        inp, out = struct.unpack("<Q", inp)[0], struct.unpack("<Q", out)[0]
+        blocks = self.grid[0]
+        vin, vout = self._view(inp, blocks * 1024), self._view(out, blocks * 4)
+        if vin is None or vout is None:
+            return CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
+        sums = np.frombuffer(vin, dtype=np.float32).reshape(blocks, 256).sum(axis=1, dtype=np.float32)
+        np.frombuffer(vout, dtype=np.float32)[:] = sums
         return OK
 
     def _fill(self, p, n, v):

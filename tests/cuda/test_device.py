@@ -264,6 +264,21 @@ def test_static_shared_size_matches_the_driver(device, objects):
         assert v["driver"] in (v["pappus"], v["pappus"] + 1024), name
 
 
+def test_dynamic_shared_memory_past_what_static_memory_leaves(device, objects):
+    # block_sum has 1 KiB of static shared memory, so without an opt-in the driver allows
+    # 47 KiB of dynamic memory: 48 KiB (which registration accepts) must still launch.
+    dev, _ = device
+    kernel = dev.get_kernel(dev.load_module(image(objects["clean"])), "block_sum")
+    base = dev.reserve(1 << 20)
+    dev.write(base, memoryview(np.arange(512, dtype=np.float32).tobytes()))
+    dev.launch(Launch("block_sum", kernel, (2, 1, 1), (256, 1, 1), 48 * 1024,
+                      (struct.pack("<Q", base), struct.pack("<Q", base + 4096))))
+    dev.synchronize()
+    out = bytearray(8)
+    dev.read(base + 4096, memoryview(out))
+    assert np.frombuffer(out, dtype=np.float32).tolist() == [float(sum(range(256))), float(sum(range(256, 512)))]
+
+
 def _fault_in_child(context: str, fault_object: bytes, kernel: str) -> dict[str, Any]:
     """In a fresh process (a sticky fault may end CUDA for the whole process): fault, then try
     ``reset()`` and, if it recovers, show the device works and the new pool is zero."""

@@ -18,7 +18,7 @@ from pappus.pool import BufferPool
 from pappus_cuda.cubin import read_library
 from pappus_cuda.device import CudaDevice
 
-from .fakecuda import CUresult, FakeDriver
+from .fakecuda import FakeDriver
 
 
 def image(data: bytes) -> LibraryImage:
@@ -236,14 +236,50 @@ def test_own_context_mode(opened):
     assert dev.reset() == dev.base
 
 
+def recording_opt_ins(fake: FakeDriver) -> list[tuple[int, int]]:
+    """The fake's cuFuncSetAttribute, which also records each (attribute, value) set."""
+    calls: list[tuple[int, int]] = []
+    setter = fake.cuFuncSetAttribute
+
+    def record(fn, attr, value):
+        calls.append((attr, value))
+        return setter(fn, attr, value)
+
+    fake.cuFuncSetAttribute = record
+    return calls
+
+
 def test_large_dynamic_shared_memory_opts_in(opened, code_objects):
     fake, dev, _ = opened()
-    calls = []
-    fake.cuFuncSetAttribute = lambda fn, attr, value: (calls.append((attr, value)) or (CUresult.CUDA_SUCCESS,))
+    calls = recording_opt_ins(fake)
     kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "noop")
     dev.launch(Launch("noop", kernel, (1, 1, 1), (1, 1, 1), 100_000, ()))
     dev.launch(Launch("noop", kernel, (1, 1, 1), (1, 1, 1), 1000, ()))
+    dev.launch(Launch("noop", kernel, (1, 1, 1), (1, 1, 1), 0, ()))
     assert calls == [(8, 100_000)]
+
+
+def test_dynamic_shared_memory_opts_in_below_48k_when_static_memory_takes_part(opened, code_objects):
+    # Without an opt-in the driver allows 48 KiB less the kernel's static shared memory:
+    # block_sum's 1 KiB static tile leaves 47 KiB, so 48 KiB of dynamic memory needs one.
+    fake, dev, _ = opened()
+    calls = recording_opt_ins(fake)
+    kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "block_sum")
+    def run(base: int) -> list[float]:
+        dev.write(base, memoryview(np.arange(512, dtype=np.float32).tobytes()))
+        args = (struct.pack("<Q", base), struct.pack("<Q", base + 4096))
+        dev.launch(Launch("block_sum", kernel, (2, 1, 1), (256, 1, 1), 48 * 1024, args))
+        dev.synchronize()
+        out = bytearray(8)
+        dev.read(base + 4096, memoryview(out))
+        return np.frombuffer(out, dtype=np.float32).tolist()
+
+    expected = [float(sum(range(256))), float(sum(range(256, 512)))]
+    assert run(dev.reserve(1 << 16)) == expected
+    assert calls == [(8, 48 * 1024)]
+    # a new context has opted nothing in: the kernel, reloaded there, opts in again
+    assert run(dev.reset()) == expected
+    assert calls == [(8, 48 * 1024)] * 2
 
 
 def test_close_releases_everything(opened):
