@@ -478,7 +478,7 @@ class CudaDevice(GpuDevice):
                 self._ctx = None
                 self._create_context()
             self._healthy, self._fault = True, None
-            self._local.generation = None
+            self._context_replaced()
             self._ensure_current()
             self.set_malloc_heap_limit(self.heap_limit_request)
             if pool_bytes:
@@ -504,6 +504,7 @@ class CudaDevice(GpuDevice):
         finally:
             self._destroy_context()
             self._pool, self.base, self._opened, self._scrubber = None, 0, False, None
+            self._context_replaced()
             self._modules.clear()
             self._pending.clear()
 

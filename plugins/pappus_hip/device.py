@@ -275,7 +275,7 @@ class HipDevice(GpuDevice):
         self._healthy = False
         self._ensure_current()
         self._call("hipDeviceReset")
-        self._local.generation = None
+        self._context_replaced()
         self._ensure_current()
         self.set_malloc_heap_limit(self.heap_limit_request)
         if self.pool_bytes:
@@ -292,6 +292,7 @@ class HipDevice(GpuDevice):
             self._release_modules_and_pool()
         finally:
             self._pool, self.base, self._opened = None, 0, False
+            self._context_replaced()
             self._modules.clear()
             self._pending.clear()
 

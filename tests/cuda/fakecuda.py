@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -88,7 +89,10 @@ class FakeDriver:
         self.CUfunction_attribute = SimpleNamespace(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES=8,
                                                     CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES=1)
         self.initialised = False
-        self.ctx: Context | None = None
+        #: every live context by handle; which one is current is per thread, as in CUDA
+        self.contexts: dict[int, Context] = {}
+        self.primary: int | None = None
+        self._thread = threading.local()
         self.generation = 0
         self.calls: list[str] = []
         self.launches: list[tuple[str, tuple[int, ...], bytes]] = []
@@ -102,6 +106,17 @@ class FakeDriver:
         self.next_base = 0x7F00_0000_0000
 
     # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> Context | None:
+        """The calling thread's current context (None if none, or if it was destroyed)."""
+        return self.contexts.get(getattr(self._thread, "current", None))
+
+    def _new_context(self) -> int:
+        self.generation += 1
+        handle = 0x1000 + self.generation
+        self.contexts[handle] = Context(handle=handle)
+        return handle
 
     def _live(self) -> CUresult:
         if not self.initialised or self.ctx is None:
@@ -141,33 +156,34 @@ class FakeDriver:
         return OK, b"Fake H100\0"
 
     def cuDevicePrimaryCtxRetain(self, dev):
-        if self.ctx is None:
-            self.generation += 1
-            self.ctx = Context(handle=0x1000 + self.generation)
-        return OK, self.ctx.handle
+        if self.primary not in self.contexts:
+            self.primary = self._new_context()
+        return OK, self.primary
 
     def cuDevicePrimaryCtxRelease(self, dev):
         return (OK,)
 
     def cuDevicePrimaryCtxReset(self, dev):
         self.calls.append("cuDevicePrimaryCtxReset")
-        self.ctx = None
+        self.contexts.pop(self.primary, None)
+        self.primary = None
         if self.move_pool_after_reset:
             self.next_base += 1 << 30
         return (OK,)
 
     def cuCtxCreate(self, *args):
-        self.generation += 1
-        self.ctx = Context(handle=0x1000 + self.generation)
-        return OK, self.ctx.handle
+        handle = self._new_context()
+        self._thread.current = handle  # a new context is pushed onto the calling thread
+        return OK, handle
 
     def cuCtxDestroy(self, ctx):
-        self.ctx = None
+        self.contexts.pop(ctx, None)
         return (OK,)
 
     def cuCtxSetCurrent(self, ctx):
-        if self.ctx is None or ctx != self.ctx.handle:
+        if ctx not in self.contexts:
             return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        self._thread.current = ctx
         return (OK,)
 
     def cuCtxSetLimit(self, limit, value):
@@ -195,7 +211,8 @@ class FakeDriver:
         err = self._live()
         if err:
             return err, None
-        base = self.next_base + sum(len(b) for b in self.ctx.allocations.values())
+        # past everything live contexts hold: two contexts never share an address
+        base = self.next_base + sum(len(b) for c in self.contexts.values() for b in c.allocations.values())
         self.ctx.allocations[base] = bytearray(b"\xa5" * n)  # not zero: the device must clear it
         return OK, base
 

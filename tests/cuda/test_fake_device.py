@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -280,6 +281,75 @@ def test_dynamic_shared_memory_opts_in_below_48k_when_static_memory_takes_part(o
     # a new context has opted nothing in: the kernel, reloaded there, opts in again
     assert run(dev.reset()) == expected
     assert calls == [(8, 48 * 1024)] * 2
+
+
+def write_then_read(dev: CudaDevice, payload: bytes) -> bytes:
+    dev.write(dev.base, memoryview(payload))
+    out = bytearray(len(payload))
+    dev.read(dev.base, memoryview(out))
+    return bytes(out)
+
+
+def test_two_devices_in_one_thread_each_use_their_own_context():
+    # CUDA keeps one current context per thread, whichever device object made it current:
+    # opening B (a new context, pushed onto this thread) must not send A's calls into B's.
+    fake = FakeDriver()
+    a = CudaDevice(_driver=fake, scrub_on_chip=False, context="own")
+    b = CudaDevice(_driver=fake, scrub_on_chip=False, context="own")
+    a.open()
+    a.reserve(4096)
+    b.open()
+    b.reserve(4096)
+    assert write_then_read(a, b"a" * 64) == b"a" * 64
+    assert write_then_read(b, b"b" * 64) == b"b" * 64
+    assert write_then_read(a, b"A" * 64) == b"A" * 64
+    a.close()
+    b.close()
+
+
+def test_a_device_opened_again_is_made_current_again_in_every_thread():
+    fake = FakeDriver()
+    dev = CudaDevice(_driver=fake, scrub_on_chip=False, context="own")
+    dev.open()
+    dev.reserve(4096)
+    results: list[object] = []
+
+    def in_thread() -> None:
+        try:
+            results.append(write_then_read(dev, b"t" * 32))
+        except Exception as exc:  # reported to the test thread
+            results.append(exc)
+
+    # one thread, kept alive across the re-open (its current context is the one that goes)
+    worker_go, worker_done = threading.Event(), threading.Event()
+    stop = False
+
+    def loop() -> None:
+        while True:
+            worker_go.wait()
+            worker_go.clear()
+            if stop:
+                return
+            in_thread()
+            worker_done.set()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        worker_go.set()
+        assert worker_done.wait(10)
+        worker_done.clear()
+        dev.close()  # its context is destroyed; the open below makes a new one
+        dev.open()
+        dev.reserve(4096)
+        worker_go.set()
+        assert worker_done.wait(10)
+    finally:
+        stop = True
+        worker_go.set()
+        thread.join(10)
+    assert results == [b"t" * 32, b"t" * 32], results
+    dev.close()
 
 
 def test_close_releases_everything(opened):

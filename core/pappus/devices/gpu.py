@@ -14,6 +14,7 @@ that is where the vendors differ.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,13 @@ def limits_from(read: Callable[[str], int], names: tuple[str, ...], default_shar
                         max_grid_dims=(values[4], values[5], values[6]), max_shared_bytes=values[7])
 
 
+#: Per thread, the context that was made current last, as an epoch (one per context any
+#: ``GpuDevice`` made). A driver keeps one current context per thread whatever object made it
+#: current, so whether ours still is cannot be remembered per device.
+_CURRENT = threading.local()
+_EPOCHS = itertools.count(1)
+
+
 class GpuDevice(DeviceAPI):
     """Pool, copies, module and kernel bookkeeping of a GPU driven through a driver API."""
 
@@ -118,7 +126,7 @@ class GpuDevice(DeviceAPI):
     bounds_writes = False  # a GPU kernel can write anywhere in its context
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._epoch = 0  # of the context this device made current last; 0: a new one is due
         self._generation = 0  # of the context: a reset makes every handle of an older one stale
         self._opened = False
         self._healthy = True
@@ -159,10 +167,18 @@ class GpuDevice(DeviceAPI):
     # --- current context, per thread -------------------------------------------------------------
 
     def _ensure_current(self) -> None:
-        """A context is current per thread: make ours current in every thread that drives it."""
-        if getattr(self._local, "generation", None) != self._generation:
+        """A context is current per thread: make ours current in every thread that drives it,
+        again after another device's context was made current there."""
+        if not self._epoch:
+            self._epoch = next(_EPOCHS)
+        if getattr(_CURRENT, "epoch", None) != self._epoch:
             self._make_current()
-            self._local.generation = self._generation
+            _CURRENT.epoch = self._epoch
+
+    def _context_replaced(self) -> None:
+        """The device's context was destroyed or replaced (reset, close): every thread must make
+        the next one current before using it."""
+        self._epoch = 0
 
     def _require_open(self) -> None:
         if not self._opened:
