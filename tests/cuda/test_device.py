@@ -279,6 +279,28 @@ def test_dynamic_shared_memory_past_what_static_memory_leaves(device, objects):
     assert np.frombuffer(out, dtype=np.float32).tolist() == [float(sum(range(256))), float(sum(range(256, 512)))]
 
 
+@pytest.mark.parametrize("mode", ["pointers", "buffer"])
+def test_by_value_arguments_in_both_launch_modes(gpu, objects, mode):
+    # "buffer" passes the parameter block whole (CU_LAUNCH_PARAM_BUFFER_*), its size rounded up
+    # to 8 bytes: scalars' parameters end at byte 49, so the driver is handed 56.
+    from pappus_cuda.device import CudaDevice
+
+    dev = CudaDevice(launch_params=mode)
+    dev.open()
+    try:
+        base = dev.reserve(1 << 20)
+        kernel = dev.get_kernel(dev.load_module(image(objects["clean"])), "scalars")
+        args = (struct.pack("<Q", base), struct.pack("<i", -3), struct.pack("<f", 1.5), struct.pack("<d", 20.25),
+                struct.pack("<qdi4x", -5, 2.5, 7), struct.pack("<b", -1))
+        dev.launch(Launch("scalars", kernel, (1, 1, 1), (1, 1, 1), 0, args))
+        dev.synchronize()
+        out = bytearray(8)
+        dev.read(base, memoryview(out))
+        assert struct.unpack("<q", out)[0] == -3 + 1 + 20 + -5 + 2 + 7 + -1
+    finally:
+        dev.close()
+
+
 def _fault_in_child(context: str, fault_object: bytes, kernel: str) -> dict[str, Any]:
     """In a fresh process (a sticky fault may end CUDA for the whole process): fault, then try
     ``reset()`` and, if it recovers, show the device works and the new pool is zero."""
