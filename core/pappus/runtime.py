@@ -330,6 +330,13 @@ class Runtime:
                      deadline: float | None = None, engine: str | None = None) -> Future[dict[str, bytes]]:
         """Queue an invocation; the future resolves to the outputs or raises a pappus error.
 
+        What is refused at admission raises here, before any future exists (as an executor's
+        ``submit`` does): ``NotFound``, ``InvalidInput``, ``OutOfMemory`` (larger than the
+        engine's pool), ``QuotaExceeded``, ``Overloaded`` (queue full), ``EngineClosed``,
+        ``BackendUnavailable``. Once a future is returned, it settles exactly once, whatever
+        happens, with the outputs or the run's error (``KernelFault``, ``DeadlineExceeded``,
+        ``WorkerLost``, ...).
+
         ``inputs`` maps each input name to its bytes: ``bytes``, or any buffer-protocol object
         (``bytearray``, ``memoryview``, a numpy array, ...) taken as its raw bytes in C order,
         sized by ``nbytes`` (never ``len()``). Contiguous buffers are used in place and must
