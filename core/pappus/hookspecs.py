@@ -95,7 +95,10 @@ def pappus_engine_stopped(engine: str, reason: str) -> None:
 def pappus_worker_respawned(engine: str, worker: int, cause: str, seconds: float) -> None:
     """A multiprocess worker was replaced after it died, hung or faulted.
 
-    :param cause: what ended the old worker, e.g. ``"SIGKILL"`` or ``"deadline"``.
+    :param cause: what ended the old worker: the signal that killed it (``"SIGKILL"``,
+        ``"SIGSEGV"``), ``"exit code N"``, ``"deadline"`` (it did not stop after its deadline),
+        ``"protocol error"``, ``"device could not recover: STATUS"``, ``"worker died while
+        idle"``, or ``"previous worker ended"`` (found dead before its next invocation).
     :param seconds: time until the new worker was ready to serve.
     """
 

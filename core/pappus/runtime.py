@@ -101,6 +101,8 @@ class Runtime:
             options.tenant_weights = self.tenants.weights()
         if options.per_tenant_queue is None:
             options.per_tenant_queue = self._queued_quota
+        if options.plugins is None:  # engine events reach this runtime's hooks
+            options.plugins = self.plugins
         return options
 
     def _queued_quota(self, tenant: str) -> int | None:

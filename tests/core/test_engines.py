@@ -119,8 +119,24 @@ def test_close_settles_everything(tmp_path):
         rt.invoke("nap", {})
 
 
+class _Respawns:
+    """An observer plugin: the respawns it hears of."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, int, str]] = []
+
+    @pappus.hookimpl
+    def pappus_worker_respawned(self, engine, worker, cause, seconds):
+        self.heard.append((engine, worker, cause))
+
+
 def test_kill_worker_mid_invocation(tmp_path):
-    rt = make_runtime(tmp_path, "host-multiprocess", workers=2)
+    from pappus.plugins import Plugins
+
+    plugins = Plugins().load()  # the runtime's own plugins (not the process's) hear its engines
+    observer = _Respawns()
+    plugins.register_module(observer, "respawns")
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=2, plugins=plugins)
     try:
         engine = rt.engine()
         fut = rt.invoke_async("sleep", {}, deadline=30)
@@ -143,6 +159,7 @@ def test_kill_worker_mid_invocation(tmp_path):
             check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
         assert engine.metrics.respawns >= 1
         assert all(s.pid not in victims for s in engine.slots)
+        assert ("host-multiprocess", busy, "SIGKILL") in observer.heard
     finally:
         rt.close()
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineClosed, OutOfMemory, PappusError
 from ..interfaces import Backend, DeviceSpec, Engine
@@ -25,6 +25,9 @@ from .invocation import (
     outcome_of,
 )
 from .queue import FairQueue
+
+if TYPE_CHECKING:
+    from ..plugins import Plugins
 
 log = logging.getLogger("pappus.engine")
 
@@ -45,6 +48,9 @@ class EngineOptions:
     device_options: dict[str, Any] = field(default_factory=dict)
 
     fault_monitors: tuple[Callable[[], Any], ...] = ()
+    #: The plugins whose hooks hear this engine's events (``pappus_worker_respawned``) and whose
+    #: fault monitors it starts: the Runtime's own; None, the process's (``get_plugins()``).
+    plugins: Plugins | None = None
 
     def executor_config(self, share: int) -> ExecutorConfig:
         return ExecutorConfig(pool_bytes=self.pool_bytes, memory_fraction=self.memory_fraction, share=share,
@@ -155,10 +161,13 @@ class EngineBase(Engine):
         self.backend = backend
         self.options = options
         self.name = f"{backend.name}-{self.kind}"
-        if not options.fault_monitors:
+        if options.plugins is None:
             from ..plugins import get_plugins
 
-            options.fault_monitors = tuple(e.factory for e in get_plugins().fault_monitors.for_backend(backend.name))
+            options.plugins = get_plugins()
+        self.plugins: Plugins = options.plugins
+        if not options.fault_monitors:
+            options.fault_monitors = tuple(e.factory for e in self.plugins.fault_monitors.for_backend(backend.name))
         self.device_spec: DeviceSpec = backend.device(**{**dict(backend.defaults), **options.device_options})
         self.queue: FairQueue[Invocation] = FairQueue(options.queue_size, weights=options.tenant_weights,
                                                       per_tenant_max=options.per_tenant_queue)

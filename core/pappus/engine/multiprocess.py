@@ -53,6 +53,14 @@ def _signal_name(code: int | None) -> str | None:
         return f"signal {-code}"
 
 
+def _ended_by(error: PappusError) -> str | None:
+    """What ended a lost worker, in a respawn's ``cause``: its signal or its exit code."""
+    if error.fields.get("signal"):
+        return str(error.fields["signal"])
+    code = error.fields.get("exitcode")
+    return None if code is None else f"exit code {code}"
+
+
 def _poll_until(conn: connection.Connection, deadline_at: float) -> bool:
     """Wait for a message until ``deadline_at``, in waits of at most ``MAX_WAIT`` (a huge deadline
     must not overflow a poll timeout); True if one came."""
@@ -299,10 +307,8 @@ class MultiprocessEngine(EngineBase):
         with self.metrics.lock:
             self.metrics.respawns += 1
         self.respawn_times.append(seconds)
-        from ..plugins import get_plugins
-
-        get_plugins().notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
-                             seconds=seconds)
+        self.plugins.notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
+                            seconds=seconds)
         return True
 
     def _run(self, slot: _Worker, inv: Invocation, here: bool = False) -> None:
@@ -389,7 +395,8 @@ class MultiprocessEngine(EngineBase):
         except PappusError as exc:
             error = exc
         except (OSError, EOFError, ValueError) as exc:  # the pipe broke: the worker is gone
-            error, cause = self._lost(slot, inv), f"pipe: {exc}"
+            error = self._lost(slot, inv)
+            cause = _ended_by(error) or f"pipe: {exc}"
         except Exception as exc:  # a bug here: settle with it; the worker's state is unknown
             log.exception("engine %s: internal error running %s", self.name, inv.id)
             error = DeviceError(f"internal error: {type(exc).__name__}: {exc}")
@@ -433,7 +440,8 @@ class MultiprocessEngine(EngineBase):
         try:
             msg = replies.receive(slot.conn)
         except (EOFError, OSError):
-            return None, self._lost(slot, inv), "worker died"
+            error = self._lost(slot, inv)
+            return None, error, _ended_by(error) or "worker died"
         except replies.ProtocolError as exc:
             return None, self._malformed(slot, inv, str(exc)), "protocol error"
         if isinstance(msg, replies.Done) and msg.invocation == inv.id:
