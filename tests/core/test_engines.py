@@ -66,6 +66,27 @@ def test_no_leftovers_between_invocations(rt):
     assert rt.invoke("peek", {})["X"] == bytes(4096)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cold_invocations_are_counted(tmp_path, engine):
+    # cold: the first run of a function on a device looks its kernels up (and loads the module
+    # unless another function of the library did); later runs are hot
+    rt = make_runtime(tmp_path, engine, workers=1)
+    try:
+        def cold() -> int:
+            (snapshot,) = rt.metrics()
+            return snapshot["cold"]
+
+        for _ in range(3):
+            check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        assert cold() == 1
+        rt.invoke("nap", {})
+        rt.invoke("nap", {})
+        assert cold() == 2
+        assert rt.engine().metrics.snapshot()["submitted"] == 5
+    finally:
+        rt.close()
+
+
 def test_nothing_is_left_in_a_workers_arena(tmp_path):
     """Inputs and outputs cross between supervisor and worker in a shared arena; once an
     invocation has returned, nothing of either is left there (only the header's run number)."""

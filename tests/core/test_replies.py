@@ -38,6 +38,7 @@ def pipe():
     replies.Ready(1234, 1 << 30, None, "gpu", {"arch": "sm_90", "notes": ["a"]}),
     replies.Ready(1, 0, 4 << 20, "host", {}),
     replies.Done("inv-1"),
+    replies.Done("inv-1", cold=True),
     replies.Failed("inv-2", KernelFault("boom", kernel="k", address=8, signal="SIGSEGV"), False),
     replies.Failed("inv-3", DeviceError("gone", status="CUDA_ERROR_ILLEGAL_ADDRESS"), True),
     replies.StartFailed(DeviceError("no device", status="CUDA_ERROR_NO_DEVICE")),

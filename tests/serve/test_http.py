@@ -214,6 +214,7 @@ def test_health_needs_no_token_and_metrics_need_an_operator(server):
     assert 'pappus_http_requests_total{method="GET",route="/metrics",status="403"} 1.0' in text
     assert 'pappus_queue_depth{engine="host-sequential",tenant="alice"} 0.0' in text
     assert 'pappus_in_flight{engine="host-sequential",tenant="alice"} 0.0' in text
+    assert 'pappus_cold_invocations_total{engine="host-sequential"} 1.0' in text  # its first run
     for name in ("pappus_faults_total", "pappus_respawns_total", "pappus_engine_queue_depth",
                  "pappus_auth_failures_total", "pappus_engine_healthy"):
         assert name in text, name

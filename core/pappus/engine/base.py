@@ -82,10 +82,12 @@ class Metrics:
             self.latencies.append(now - inv.submitted)
             if outcome in FAULT_OUTCOMES:
                 self.faults += 1
+            if inv.cold:
+                self.cold += 1
             if self.collect_records:
                 started = inv.started or now
                 self.records.append(InvocationRecord(inv.id, inv.function.name, inv.tenant, self.engine, outcome,
-                                                     started - inv.submitted, now - started))
+                                                     started - inv.submitted, now - started, inv.cold))
 
     def take_records(self) -> list[InvocationRecord]:
         with self.lock:

@@ -144,6 +144,7 @@ class Invocation:
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     resolution: Any = None  # plan resolution computed at admission (sizes, bounds checked)
+    cold: bool = False  # the device it ran on loaded a module for it (set by the engine)
 
     def settle(self, outputs: dict[str, bytes] | None = None, error: BaseException | None = None) -> bool:
         """Resolve the future once; later calls are ignored and return False."""
@@ -174,6 +175,7 @@ class InvocationRecord:
     outcome: str  # "ok" or an error code
     queued_s: float
     run_s: float
+    cold: bool = False  # a module was loaded for it (the first use of a library on that device)
 
 
 #: Outcomes that are faults: each costs the device a recovery (engine metrics, ``fault_rate``).

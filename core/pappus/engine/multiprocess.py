@@ -445,6 +445,7 @@ class MultiprocessEngine(EngineBase):
         except replies.ProtocolError as exc:
             return None, self._malformed(slot, inv, str(exc)), "protocol error"
         if isinstance(msg, replies.Done) and msg.invocation == inv.id:
+            inv.cold = msg.cold
             return {name: bytes(view) for name, view in ctx.items("outputs").items()}, None, ""
         if isinstance(msg, replies.Failed) and msg.invocation == inv.id:
             return None, msg.error, ("device could not recover: " + msg.error.code) if msg.fatal else ""

@@ -44,9 +44,10 @@ class StartFailed:
 
 @dataclass(frozen=True)
 class Done:
-    """The run finished; its outputs are in the arena."""
+    """The run finished; its outputs are in the arena. ``cold``: a module was loaded for it."""
 
     invocation: str
+    cold: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ Reply = Ready | StartFailed | Done | Failed
 
 
 def encode(reply: Reply) -> bytes:
-    if isinstance(reply, Done):  # one per invocation: a tag byte and the id, no JSON to parse
-        return b"D" + reply.invocation.encode()
+    if isinstance(reply, Done):  # one per invocation: a tag byte (C: cold) and the id, no JSON to parse
+        return (b"C" if reply.cold else b"D") + reply.invocation.encode()
     if isinstance(reply, Ready):
         body: list[Any] = ["ready", reply.pid, reply.capacity, reply.heap_limit, reply.device_name, reply.details]
     elif isinstance(reply, StartFailed):
@@ -90,9 +91,9 @@ def receive(conn: Connection) -> Reply:
 
 
 def decode(data: bytes) -> Reply:
-    if data[:1] == b"D":
+    if data[:1] in (b"D", b"C"):
         try:
-            return Done(data[1:].decode())
+            return Done(data[1:].decode(), cold=data[:1] == b"C")
         except UnicodeDecodeError:
             raise ProtocolError("invocation is not a string") from None
     try:

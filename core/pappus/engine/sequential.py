@@ -125,6 +125,7 @@ class SequentialEngine(EngineBase):
         outputs = None
         with self.metrics.lock:
             self.metrics.in_flight += 1
+        loads = self.executor.cold
         try:
             outputs = self.executor.execute(inv.function, inv.inputs, resolution=inv.resolution, invocation_id=inv.id)
         except PappusError as exc:
@@ -133,6 +134,7 @@ class SequentialEngine(EngineBase):
             log.exception("internal error running %s", inv.id)
             error = DeviceError(f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            inv.cold = self.executor.cold > loads
             with self._watch:
                 self._current = None
                 self._deadline_at = None

@@ -141,6 +141,7 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
 
         watchdog.arm(deadline_at)
         error: PappusError | None = None
+        loads = executor.cold
         try:
             executor.execute(fn, inputs, sink=sink, invocation_id=inv_id)
         except PappusError as exc:
@@ -159,7 +160,7 @@ def _serve(conn: Connection, executor: Executor, arena: SharedArena, functions: 
         if isinstance(error, (KernelFault, DeadlineExceeded, DeviceError)):
             fatal = not executor.recover()
         if error is None:
-            replies.send(conn, replies.Done(inv_id))
+            replies.send(conn, replies.Done(inv_id, cold=executor.cold > loads))
             try:
                 executor.release_pending()  # zeroing while the supervisor hands the outputs over
             except Exception:

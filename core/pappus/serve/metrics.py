@@ -44,6 +44,8 @@ class _RuntimeCollector:
         faults = CounterMetricFamily("pappus_faults", "Invocations that faulted, hung or lost their worker",
                                      labels=["engine"])
         respawns = CounterMetricFamily("pappus_respawns", "Worker processes respawned", labels=["engine"])
+        cold = CounterMetricFamily("pappus_cold_invocations", "Invocations that loaded or looked up their kernels "
+                                   "on the device they ran on (first use there)", labels=["engine"])
         engines = dict(rt.dispatcher.engines)
         active = rt.active()
         self.seen.update(active)
@@ -60,7 +62,8 @@ class _RuntimeCollector:
             submitted.add_metric([name], snap["submitted"])
             faults.add_metric([name], snap["faults"])
             respawns.add_metric([name], snap["respawns"])
-        yield from (depth, flight, e_depth, e_flight, healthy, submitted, faults, respawns)
+            cold.add_metric([name], snap["cold"])
+        yield from (depth, flight, e_depth, e_flight, healthy, submitted, faults, respawns, cold)
 
 
 class ServeMetrics:
