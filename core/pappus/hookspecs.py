@@ -108,7 +108,7 @@ def pappus_invocations_finished(engine: str, records: Sequence[Any]) -> None:
     """A batch of finished invocations (never one call per invocation).
 
     :param records: :class:`pappus.engine.InvocationRecord` items: function, tenant, outcome
-        (``"ok"`` or an error code), queue and run seconds.
+        (``"ok"`` or an error code), queue and run seconds, and whether it was cold.
 
     Called from a background thread at most about once a second while invocations finish.
     """
