@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pappus.cli import main
 
@@ -253,3 +254,18 @@ def test_a_library_the_config_names_but_not_given_says_what_was_given(tmp_path):
     np.save(a, np.zeros((4, 4), np.int64))
     err = run_cli("run", str(cfg), "--library", f"mat={lib}", "--input", f"A={a}", "--engine", "host-sequential").stderr
     assert "library 'matmul' is not registered" in err and "--library gave 'mat'" in err, err
+
+
+@pytest.mark.parametrize("argv, option, says", [
+    (["run", "f.json", "--repeat", "0"], "--repeat", "must be at least 1, not 0"),
+    (["run", "f.json", "--workers", "two"], "--workers", "'two' is not a whole number"),
+    (["validate", "f.json", "--heap-limit", "-1"], "--heap-limit", "must be at least 0, not -1"),
+    (["conformance", "--backend", "cpu", "--workers", "0"], "--workers", "must be at least 1, not 0"),
+    (["demo", "--workers", "0"], "--workers", "must be at least 1, not 0"),
+    (["bench", "--check-every", "0"], "--check-every", "must be at least 1, not 0"),
+])
+def test_counts_are_checked_before_anything_runs(argv, option, says, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert f"error: argument {option}: {says}" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, ValidationError
+from .common import whole_number
 
 EPILOG = """\
 examples:
@@ -47,7 +48,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
                    help="per request; later answers are errors (default: %(default)s)")
     p.add_argument("--hot", type=float, default=1.0, metavar="FRACTION",
                    help="share of hot requests, 0..1 (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=whole_number(1), default=2, metavar="N",
                    help="workers of cpu-multiprocess and of dedicated (default: %(default)s)")
     p.add_argument("--http", metavar="URL", help="offer the load to this pappus serve (or dedicated) endpoint")
     p.add_argument("--token", metavar="TOKEN", help="bearer token for --http")
@@ -56,10 +57,10 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p.add_argument("--max-error", type=float, default=0.01, metavar="RATE",
                    help="stop a sweep past this error rate (default: %(default)s)")
     p.add_argument("--no-stop", action="store_true", help="run every level, whatever the error rate")
-    p.add_argument("--retries", type=int, default=0, metavar="N",
+    p.add_argument("--retries", type=whole_number(0), default=0, metavar="N",
                    help="run a level again (up to N times) when other processes took over 10%% of the "
                         "machine's CPU during it; the least disturbed run is kept (default: %(default)s)")
-    p.add_argument("--check-every", type=int, default=1, metavar="N",
+    p.add_argument("--check-every", type=whole_number(1), default=1, metavar="N",
                    help="check every N-th result against numpy (default: every one)")
     p.add_argument("--seed", type=int, default=0, help="inputs and arrival times (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default="out/bench-run", help="JSON and plot here (default: %(default)s)")
@@ -96,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.deadline <= 0:
         raise ValidationError(FieldError("--duration" if args.duration <= 0 else "--deadline",
                                          "must be a positive number of seconds"), what="arguments")
-    if args.workers < 1 or args.check_every < 1:
-        raise ValidationError(FieldError("--workers" if args.workers < 1 else "--check-every",
-                                         "must be at least 1"), what="arguments")
     workload(args.workload)  # an unknown name fails before anything is built
     rates = rps_levels(args.sweep or args.rps or "50,100,200")
     names = ["http"] if args.http else [t.strip() for t in args.target.split(",") if t.strip()]

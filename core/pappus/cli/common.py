@@ -25,6 +25,22 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+def whole_number(minimum: int = 0) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (argparse's message then
+    names the option: ``argument --repeat: must be at least 1, not 0``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
 MAX_INPUT_FILE_BYTES = 1 << 32  # 4 GiB: larger than any pool an input could go into
 
 
@@ -145,9 +161,9 @@ def add_runtime_options(parser: argparse.ArgumentParser, engine_default: str | N
     parser.add_argument("--engine", default=engine_default, metavar="ENGINE",
                         help="engine to use, <backend>-<kind> (default: %(default)s); see 'pappus plugins'")
     parser.add_argument("--state-dir", metavar="DIR", help=state_dir_help)
-    parser.add_argument("--workers", type=int, default=2, metavar="N",
+    parser.add_argument("--workers", type=whole_number(1), default=2, metavar="N",
                         help="worker processes of a multiprocess engine (default: %(default)s)")
-    parser.add_argument("--heap-limit", type=int, default=0, metavar="BYTES",
+    parser.add_argument("--heap-limit", type=whole_number(0), default=0, metavar="BYTES",
                         help="device malloc heap per invocation (default: 0, malloc returns NULL)")
     parser.add_argument("--tenant", default="default", help="tenant namespace (default: %(default)s)")
 

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from .common import whole_number
+
 XDIST_MISSING = "pytest-xdist is not installed: pip install pytest-xdist (or run serially with -n 0)"
 
 
@@ -26,7 +28,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p.add_argument("--report", metavar="DIR", help="write DIR/summary.json and DIR/junit.xml")
     p.add_argument("-n", "--jobs", default=None,
                    help="pytest-xdist workers (default: auto when pytest-xdist is installed, else none; 0 for none)")
-    p.add_argument("--workers", type=int, default=2, help="workers of the multiprocess engine (default: 2)")
+    p.add_argument("--workers", type=whole_number(1), default=2, help="workers of the multiprocess engine (default: 2)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
     p.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .common import whole_number
+
 EPILOG = """\
 examples:
   pappus demo                   # about half a minute on 2 cores
@@ -26,7 +28,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
                        epilog=EPILOG)
     p.add_argument("--out", metavar="DIR", default="out/demo", help="results and plot here (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="one short load level per workload")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=whole_number(1), default=2, metavar="N",
                    help="workers of cpu-multiprocess and dedicated (default: %(default)s)")
     p.set_defaults(func=run)
 

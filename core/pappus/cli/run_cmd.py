@@ -15,6 +15,7 @@ from .common import (
     read_library_file,
     read_named_files,
     runtime_from,
+    whole_number,
 )
 
 
@@ -32,7 +33,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
     p.add_argument("--input", action="append", metavar="NAME=FILE", help="an input; repeat for several")
     p.add_argument("-o", "--output", metavar="DIR", help="write outputs here (default: only print sizes)")
     p.add_argument("--deadline", type=float, metavar="SECONDS", help="deadline of the invocation")
-    p.add_argument("--repeat", type=int, default=1, metavar="N", help="invoke N times and print timings")
+    p.add_argument("--repeat", type=whole_number(1), default=1, metavar="N", help="invoke N times and print timings")
     add_runtime_options(p, state_dir_help="registry directory to register in and keep (default: a temporary "
                                           "registry, removed afterwards)")
     p.set_defaults(func=run)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 raise _name_given_libraries(exc, list(libs)) from None
             times = []
             outputs: dict[str, bytes] = {}
-            for _ in range(max(1, args.repeat)):
+            for _ in range(args.repeat):
                 t0 = time.perf_counter()
                 outputs = rt.invoke(name, inputs, tenant=args.tenant, deadline=args.deadline)
                 times.append(time.perf_counter() - t0)

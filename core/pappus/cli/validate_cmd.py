@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, LibraryError, ValidationError
-from .common import backend_reading, file_problem, pairs, read_library_file
+from .common import backend_reading, file_problem, pairs, read_library_file, whole_number
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
                    help="a library the config names; repeat for several")
     p.add_argument("--backend", default=None,
                    help="backend whose format the libraries are in (default: guessed from the file)")
-    p.add_argument("--heap-limit", type=int, default=0, metavar="BYTES",
+    p.add_argument("--heap-limit", type=whole_number(0), default=0, metavar="BYTES",
                    help="device malloc heap the function would run with (default: 0)")
     p.set_defaults(func=run)
 
