@@ -187,8 +187,13 @@ class Runtime:
         """Validate a function config against its libraries and store it under ``name``.
 
         ``format="dandelion"`` (or auto-detection) imports an upstream Dandelion config; its
-        modules are registered as libraries first. ``input_sizes`` (Dandelion configs only)
-        declares the byte size callers send for an input, as ``import_dandelion`` takes it.
+        modules are registered as libraries first, read from ``modules_dir`` (default: the
+        config file's directory). A config given as a dict, text or bytes without
+        ``modules_dir`` has no files to read: each module then resolves by name to ``tenant``'s
+        registered library (docs/dandelion.md, "Modules registered already"), and a module that
+        is not registered is a ``ValidationError`` at its entry. ``input_sizes`` (Dandelion
+        configs only) declares the byte size callers send for an input, as ``import_dandelion``
+        takes it.
         """
         problem = library_name_problem(name)
         if problem:
@@ -286,12 +291,28 @@ class Runtime:
             modules_dir = Path(source).parent
         from .importers.dandelion import narrow_constants
 
+        registry = self.registry
+
+        class Registered:
+            """The tenant's library names, looked up one at a time as the importer asks."""
+
+            def __contains__(self, name: object) -> bool:
+                return (isinstance(name, str) and library_name_problem(name) is None
+                        and registry.exists(tenant, "libraries", name))
+
+        # No modules directory (a config given as a dict, text or bytes; the HTTP API): modules
+        # resolve by name to the tenant's registered libraries, and nothing new is registered.
         result = import_dandelion(doc, modules_dir=Path(modules_dir) if modules_dir else None, limits=self.limits,
-                                  input_sizes=input_sizes)
+                                  input_sizes=input_sizes, registered=None if modules_dir else Registered())
         infos = {}
         for libname, path in result.libraries.items():
             record = self.register_library(libname, path, tenant=tenant)
             infos[libname] = self.library_info(self.backend, record)
+        for libname in result.registered:
+            try:
+                infos[libname] = self.library_info(self.backend, self.registry.get_library(tenant, libname))
+            except (NotFound, LibraryError):
+                pass  # removed since, or not for this backend: the check against the libraries says so
         # Upstream passes every constant as an i64 and the kernel reads as many bytes as its
         # parameter has; retype constants to the real widths so the signature check holds.
         config, more = narrow_constants(result.config, infos, limits=self.limits)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -86,6 +86,10 @@ _PLACEHOLDER_SIZE: dict[str, Any] = {"Absolute": 1}
 _PLACEHOLDER_ARG: dict[str, Any] = {"Constant": {"type": "i64", "value": 0}}
 _PLACEHOLDER_LIBRARY = "unresolved-module"
 
+#: Ends the error of a module that is not a registered library; the HTTP API, which has no
+#: modules directory to offer, leaves it out.
+MODULES_DIR_ADVICE = ", or give a modules directory (modules_dir) to read the module files instead"
+
 
 # --- the upstream bounds check, modelled ----------------------------------------------------
 
@@ -135,9 +139,11 @@ class ImportResult:
     ``config`` is a ``pappus/function@1`` dict that :func:`pappus.config.parse_function`
     accepts (``function`` is its parsed form); ``libraries`` maps each library the config
     names, in first-use order, to the resolved code-object file to register under that name.
-    ``module_names`` / ``module_paths`` keep the upstream module name and path string of each
-    library and ``weights`` the inputs that were upstream weights, so :func:`export_dandelion`
-    can write the same modules and weights back. ``notes`` lists every
+    ``registered`` lists instead the libraries the config names that are registered already
+    (modules resolved by name with ``import_dandelion(..., registered=...)``): nothing to
+    register for them. ``module_names`` / ``module_paths`` keep the upstream module name and
+    path string of each library and ``weights`` the inputs that were upstream weights, so
+    :func:`export_dandelion` can write the same modules and weights back. ``notes`` lists every
     semantic adjustment the import made, in words.
     """
 
@@ -149,6 +155,7 @@ class ImportResult:
     module_names: dict[str, str] = field(default_factory=dict)
     module_paths: dict[str, str] = field(default_factory=dict)
     weights: tuple[str, ...] = ()
+    registered: tuple[str, ...] = ()
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -205,6 +212,12 @@ class _Module:
     resolved: Path | None = None
     library: str = _PLACEHOLDER_LIBRARY
     used: bool = False
+    registered: bool = False  # resolved to a library registered already, by name
+
+    @property
+    def entry(self) -> str:
+        """Where the module is declared: ``modules[i]`` (later generation) or ``module_path``."""
+        return self.upath[: -len(".path")] if self.upath.endswith(".path") else self.upath
 
 
 @dataclass
@@ -221,9 +234,11 @@ class _Kernel:
 
 class _Importer:
     def __init__(self, generation: str, base_dir: Path | None, input_sizes: Mapping[str, object] | None,
-                 limits: Limits) -> None:
+                 limits: Limits, registered: Container[str] | None = None) -> None:
         self.gen = generation
         self.base = base_dir
+        # Without a modules directory, modules may resolve by name to registered libraries.
+        self.registered = registered if base_dir is None else None
         self.input_sizes = dict(input_sizes or {})
         self.limits = limits
         self.errors: list[FieldError] = []
@@ -304,8 +319,10 @@ class _Importer:
                 module.library = library_name_for(source, taken)
         for module in modules.values():
             if not module.used:
-                self.note(f"{module.upath.rsplit('.', 1)[0] if self.gen == 'modules' else 'module_path'} "
-                          f"({module.key!r}): no kernel uses this module, so it is not imported as a library")
+                self.note(f"{module.entry} ({module.key!r}): no kernel uses this module, so it is not imported "
+                          "as a library")
+        if self.registered is not None:
+            self.resolve_registered(modules)
 
         out: dict[str, Any] = {"schema": SCHEMA_ID}
         libraries = []
@@ -391,6 +408,8 @@ class _Importer:
 
     def resolve(self, raw: str, upath: str) -> Path | None:
         """The file a module path names, strictly inside the modules directory, or None."""
+        if self.base is None and self.registered is not None:
+            return None  # resolved by name, once the kernels tell which modules are used
         if self.base is None:
             self.err(upath, "cannot be resolved: the config was not read from a file, so give a "
                             "modules directory (modules_dir / --modules-dir)")
@@ -427,6 +446,37 @@ class _Importer:
             self.err(upath, f"{raw!r} is not a regular file")
             return None
         return resolved
+
+    def resolve_registered(self, modules: dict[str, _Module]) -> None:
+        """Without a modules directory: each module a kernel uses is the registered library of
+        its library name (the naming rule of ``library_name_for``), else the registered library
+        named after its path's file, when that differs and names no other module; modules no
+        kernel uses are not looked up."""
+        assert self.registered is not None
+        used = [m for m in modules.values() if m.used]
+        primary = {m.library for m in used}
+        claimed: set[str] = set()
+        for module in used:
+            if module.library in self.registered:
+                module.registered = True
+                self.note(f"{module.entry} ({module.key!r}): resolved to the registered library {module.library!r} "
+                          "(no modules directory: the module's path is not read)")
+                continue
+            alt = None  # the thesis generation names its library after the file already
+            if self.gen == "modules" and isinstance(module.path, str) and module.path.strip("/\\"):
+                alt = library_name_for(module.path, set())
+            if alt is not None and alt not in primary and alt not in claimed and alt in self.registered:
+                self.note(f"{module.entry} ({module.key!r}): resolved to the registered library {alt!r}, "
+                          f"named after the module's file (no library {module.library!r} is registered; no "
+                          "modules directory: the module's path is not read)")
+                module.library, module.registered = alt, True
+                claimed.add(alt)
+                continue
+            free = alt is not None and alt not in primary and alt not in claimed
+            also = f" (or as {alt!r}, after its file)" if free else ""
+            self.err(module.entry, f"module {module.key!r} is not a registered library: register its code "
+                                   f"object first as library {module.library!r}{also} (HTTP: PUT /v1/libraries/"
+                                   f"{module.library}){MODULES_DIR_ADVICE}")
 
     # --- kernels ---------------------------------------------------------------------------
 
@@ -895,13 +945,24 @@ def import_dandelion(
     input_sizes: Mapping[str, int] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     device: DeviceLimits | None = None,
+    registered: Container[str] | None = None,
 ) -> ImportResult:
     """Convert a Dandelion GPU config (either generation) into a ``pappus/function@1`` config.
 
     ``doc_or_path`` is a path, JSON text or bytes, or a decoded document. Module paths resolve
     inside ``modules_dir`` (default: the directory of the config file; required when the config
-    is not read from a file); absolute paths, ``..``, symlinks that lead outside and missing
-    files are refused. ``generation`` forces ``"thesis"`` or ``"modules"`` instead of
+    is not read from a file, unless ``registered`` is given); absolute paths, ``..``, symlinks
+    that lead outside and missing files are refused.
+
+    ``registered`` (the names of libraries registered already; anything that supports ``in``)
+    applies only where there is no modules directory (no ``modules_dir``, and the config is not
+    a file): each module a kernel uses then resolves by name, to the registered library of the
+    name the import gives it (``mlops.hsaco``; docs/dandelion.md, "Library names") or, failing
+    that, of its path's file name; its path is not read. ``result.registered`` lists those
+    libraries and ``result.libraries`` is empty; a module that is not registered is an error at
+    its entry (``modules[i]``, ``module_path``) naming the library to register.
+
+    ``generation`` forces ``"thesis"`` or ``"modules"`` instead of
     :func:`detect_dandelion`. ``input_sizes`` declares the exact byte size of inputs (by
     default an input that FromInput reads is declared as the least size that holds the reads).
 
@@ -927,7 +988,7 @@ def import_dandelion(
             why = "it has neither 'module_path' (thesis generation) nor 'modules' (later generation)"
         raise ValidationError(FieldError("", f"not a Dandelion GPU config: {why}"))
 
-    importer = _Importer(gen, _base_dir(doc_or_path, modules_dir), input_sizes, limits)
+    importer = _Importer(gen, _base_dir(doc_or_path, modules_dir), input_sizes, limits, registered)
     try:
         out = importer.run(doc)
     except RecursionError:
@@ -964,16 +1025,21 @@ def import_dandelion(
     modules = importer.modules
     by_library = {m.library: m for m in modules.values() if m.used}
     libraries: dict[str, Path] = {}
+    already: list[str] = []
     for lib in function.libraries:
         module = by_library[lib]
+        if module.registered:
+            already.append(lib)
+            continue
         assert module.resolved is not None
         libraries[lib] = module.resolved
     module_names = {lib: (by_library[lib].key if gen == "modules" else PurePosixPath(str(by_library[lib].path)).name)
-                    for lib in libraries}
-    module_paths = {lib: str(by_library[lib].path) for lib in libraries}
+                    for lib in function.libraries}
+    module_paths = {lib: str(by_library[lib].path) for lib in function.libraries}
     return ImportResult(generation=gen, config=out, libraries=libraries, notes=importer.notes,
                         function=function, module_names=module_names, module_paths=module_paths,
-                        weights=tuple(name for name, _ in importer.inputs if name in importer.weights))
+                        weights=tuple(name for name, _ in importer.inputs if name in importer.weights),
+                        registered=tuple(already))
 
 
 # --- export ---------------------------------------------------------------------------------

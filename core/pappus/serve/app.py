@@ -1,10 +1,11 @@
 """The HTTP API (docs/http.md) as a starlette app over a ``pappus.Runtime``.
 
-    PUT    /v1/libraries/{name}          body: the code object bytes
+    PUT    /v1/libraries/{name}          body: the code object bytes (?backend=hip: for that backend)
     GET    /v1/libraries                 the caller's libraries
     GET    /v1/libraries/{name}
     DELETE /v1/libraries/{name}
-    PUT    /v1/functions/{name}          body: config JSON (?format=dandelion to import one)
+    PUT    /v1/functions/{name}          body: config JSON (?format=dandelion to import one, its modules
+                                         registered as libraries first; ?input_size=NAME=BYTES)
     GET    /v1/functions                 the caller's functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
@@ -15,6 +16,7 @@
 
 Every error is a ``PappusError`` answered with its ``http_status`` and ``to_dict()`` body
 (validation errors list every ``{"path", "message"}``); 429 and 503 carry ``Retry-After``.
+A query parameter that a route does not take is a 422 naming it, never ignored.
 Names resolve in the caller's namespace only: another tenant's object is answered exactly as
 one that does not exist. Registration, parsing, base64 and invocation all run off the event
 loop (a thread for the blocking parts; invocations are awaited as the runtime's futures).
@@ -29,6 +31,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config.limits import DEFAULT_LIMITS
-from ..config.parser import library_name_problem
+from ..config.parser import did_you_mean, library_name_problem
 from ..engine.invocation import deadline_problem
 from ..errors import (
     FieldError,
@@ -51,6 +54,7 @@ from ..errors import (
     Unauthorized,
     ValidationError,
 )
+from ..importers.dandelion import MODULES_DIR_ADVICE
 from ..registry import FunctionRecord, LibraryRecord
 from .auth import Authenticator
 from .limits import read_body
@@ -61,6 +65,10 @@ log = logging.getLogger("pappus.serve")
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 _INVOKE_FIELDS = ("inputs", "deadline")
+#: The query parameters of the routes that take any; every other route takes none.
+LIBRARY_PARAMS = ("backend",)
+FUNCTION_PARAMS = ("format", "input_size")
+_FORMATS = ("pappus", "dandelion")
 
 
 class Api:
@@ -77,13 +85,17 @@ class Api:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def endpoint(self, route: str, fn: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, route: str, fn: Handler, *, auth: bool = True,
+                 params: tuple[str, ...] = ()) -> Callable[[Request], Awaitable[Response]]:
+        """``params``: the query parameters the handler takes; any other is a 422 naming it,
+        answered after authentication and before the handler runs."""
         async def handle(request: Request) -> Response:
             tenant = ""
             try:
                 if auth:
                     client = request.client.host if request.client else "unknown"
                     tenant = self.auth.tenant_of(request.headers.get("authorization"), client)
+                check_query(request, params)
                 response = await fn(request, tenant)
             except PappusError as exc:
                 response = self.error_response(exc, tenant)
@@ -134,13 +146,40 @@ class Api:
 
     async def put_library(self, request: Request, tenant: str) -> Response:
         name = _name(request)
+        backend = self.backend_param(request)
         data = await self.body(request)
-        existed, rec = await run_in_threadpool(self._register_library, tenant, name, data)
+        existed, rec = await run_in_threadpool(self._register_library, tenant, name, data, backend)
         return JSONResponse(_library(rec), status_code=200 if existed else 201)
 
-    def _register_library(self, tenant: str, name: str, data: bytes) -> tuple[bool, LibraryRecord]:
+    def _register_library(self, tenant: str, name: str, data: bytes,
+                          backend: str | None = None) -> tuple[bool, LibraryRecord]:
         existed = self.runtime.registry.exists(tenant, "libraries", name)
-        return existed, self.runtime.register_library(name, data, tenant=tenant)
+        return existed, self.runtime.register_library(name, data, tenant=tenant, backend=backend)
+
+    def backend_param(self, request: Request) -> str | None:
+        """``?backend=NAME``: an installed backend's name (as ``pappus plugins`` lists them), or
+        None for the default engine's backend."""
+        backend = _single(request, "backend")
+        if backend is None:
+            return None
+        plugins = getattr(self.runtime, "plugins", None)
+        if plugins is None:  # a runtime without its own (pappus.cluster's): the process's
+            from ..plugins import get_plugins
+
+            plugins = get_plugins()
+        plugins.load()
+        names = plugins.backends.names()
+        if backend in names:
+            return backend
+        installed = f"installed: {', '.join(names) or 'none'}"
+        if not backend:
+            message = f"must name a backend ({installed})"
+        else:
+            message = f"{backend[:40]!r} is not an installed backend ({installed})"
+            base, sep, _ = backend.rpartition("-")
+            if sep and base in names:
+                message += f"; {backend[:40]!r} is an engine, give its backend: backend={base}"
+        raise ValidationError(FieldError("backend", message), what="request")
 
     async def list_libraries(self, request: Request, tenant: str) -> Response:
         recs = await run_in_threadpool(self.runtime.list_libraries, tenant=tenant)
@@ -160,17 +199,21 @@ class Api:
 
     async def put_function(self, request: Request, tenant: str) -> Response:
         name = _name(request)
-        fmt = request.query_params.get("format", "pappus")
-        if fmt not in ("pappus", "dandelion"):
-            raise ValidationError(FieldError("format", f"unknown config format {fmt[:40]!r} (pappus, dandelion)"),
-                                  what="request")
+        fmt, sizes = function_params(request)
         data = await self.body(request)
-        existed, rec = await run_in_threadpool(self._register_function, tenant, name, data, fmt)
+        existed, rec = await run_in_threadpool(self._register_function, tenant, name, data, fmt, sizes)
         return JSONResponse(_function(rec, full=False), status_code=200 if existed else 201)
 
-    def _register_function(self, tenant: str, name: str, data: bytes, fmt: str) -> tuple[bool, FunctionRecord]:
+    def _register_function(self, tenant: str, name: str, data: bytes, fmt: str,
+                           sizes: dict[str, int] | None = None) -> tuple[bool, FunctionRecord]:
         existed = self.runtime.registry.exists(tenant, "functions", name)
-        return existed, self.runtime.register_function(name, data, tenant=tenant, format=fmt)
+        try:
+            return existed, self.runtime.register_function(name, data, tenant=tenant, format=fmt,
+                                                           input_sizes=sizes or None)
+        except ValidationError as exc:
+            if fmt != "dandelion" or type(exc) is not ValidationError:
+                raise
+            raise _in_http_terms(exc) from None
 
     async def list_functions(self, request: Request, tenant: str) -> Response:
         recs = await run_in_threadpool(self.runtime.list_functions, tenant=tenant)
@@ -210,6 +253,79 @@ class Api:
         limits = getattr(self.runtime, "limits", DEFAULT_LIMITS)
         inputs, deadline = parse_invoke_body(data, max_deadline=limits.max_deadline)
         return self.runtime.invoke_async(name, inputs, tenant=tenant, deadline=deadline)
+
+
+# --- query parameters ----------------------------------------------------------------------
+
+
+def check_query(request: Request, allowed: tuple[str, ...]) -> None:
+    """Refuse every query parameter not in ``allowed``, each by name (all at once)."""
+    errors = []
+    for key in dict.fromkeys(k for k, _ in request.query_params.multi_items()):
+        if key in allowed:
+            continue
+        close = did_you_mean(key, allowed)
+        hint = f", did you mean {close!r}?" if close else ""
+        takes = f"this route takes: {', '.join(allowed)}" if allowed else "this route takes none"
+        errors.append(FieldError(key[:80], f"unknown query parameter{hint} ({takes})"))
+    if errors:
+        raise ValidationError(errors, what="request")
+
+
+def _single(request: Request, name: str) -> str | None:
+    """The value of a query parameter that may be given once; None when absent."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationError(FieldError(name, f"is given {len(values)} times; give it once"), what="request")
+    return values[0] if values else None
+
+
+_SIZE = re.compile(r"[0-9]{1,30}")
+
+
+def function_params(request: Request) -> tuple[str, dict[str, int]]:
+    """``?format=pappus|dandelion`` and ``?input_size=NAME=BYTES`` (repeatable, Dandelion only)
+    of ``PUT /v1/functions/{name}``; every problem at once, each naming its parameter."""
+    errors: list[FieldError] = []
+    formats = request.query_params.getlist("format")
+    fmt = formats[0] if formats else "pappus"
+    if len(formats) > 1:
+        errors.append(FieldError("format", f"is given {len(formats)} times; give it once"))
+    elif fmt not in _FORMATS:
+        errors.append(FieldError("format", f"unknown config format {fmt[:40]!r} (pappus, dandelion)"))
+    sizes: dict[str, int] = {}
+    items = request.query_params.getlist("input_size")
+    for item in items:
+        name, sep, value = item.partition("=")
+        shown = item if len(item) <= 80 else item[:77] + "..."
+        if not sep or not name or not value:
+            errors.append(FieldError("input_size", f"{shown!r} is not NAME=BYTES"))
+        elif name in sizes:
+            errors.append(FieldError("input_size", f"{name[:80]!r} is given twice"))
+        elif not _SIZE.fullmatch(value):
+            errors.append(FieldError("input_size", f"{shown}: BYTES must be a non-negative whole number of bytes"))
+        else:
+            sizes[name] = int(value)
+    if items and fmt == "pappus" and len(formats) <= 1:
+        errors.append(FieldError("input_size", "applies to Dandelion configs only (?format=dandelion); a "
+                                               "pappus config declares its input sizes itself"))
+    if errors:
+        raise ValidationError(errors, what="request")
+    return fmt, sizes
+
+
+def _in_http_terms(exc: ValidationError) -> ValidationError:
+    """An import's errors as an HTTP caller meets them: ``input_sizes`` is the ``input_size``
+    parameter, and there is no modules directory to give."""
+    errors = []
+    for e in exc.errors:
+        path, message = e.path, e.message
+        if path == "input_sizes" or path.startswith("input_sizes."):
+            path = "input_size" + path[len("input_sizes"):]
+        message = message.replace(MODULES_DIR_ADVICE, "").replace("(declared in input_sizes)",
+                                                                  "(declared with ?input_size)")
+        errors.append(FieldError(path, message))
+    return ValidationError(errors, what=exc.fields.get("what", "config"))
 
 
 # --- request and response bodies -----------------------------------------------------------
@@ -324,9 +440,12 @@ def _method_order(method: str) -> tuple[int, str]:
     return (_METHODS.index(method) if method in _METHODS else len(_METHODS), method)
 
 
-def _route(api: Api, path: str, *, auth: bool = True, **handlers: Handler) -> Route:
-    """One route for ``path`` that answers each method with its handler (HEAD as GET)."""
-    endpoints = {method: api.endpoint(path, fn, auth=auth) for method, fn in handlers.items()}
+def _route(api: Api, path: str, *, auth: bool = True, params: dict[str, tuple[str, ...]] | None = None,
+           **handlers: Handler) -> Route:
+    """One route for ``path`` that answers each method with its handler (HEAD as GET);
+    ``params``: by method, the query parameters its handler takes (default: none)."""
+    endpoints = {method: api.endpoint(path, fn, auth=auth, params=(params or {}).get(method, ()))
+                 for method, fn in handlers.items()}
     if "GET" in endpoints:
         endpoints.setdefault("HEAD", endpoints["GET"])
 
@@ -369,10 +488,11 @@ def create_app(runtime: Any, settings: ServeSettings | None = None, *, close_run
         _route(api, "/v1/health", GET=api.health, auth=False),
         _route(api, "/metrics", GET=api.metrics_endpoint),
         _route(api, "/v1/libraries", GET=api.list_libraries),
-        _route(api, "/v1/libraries/{name}", GET=api.get_library, PUT=api.put_library, DELETE=api.delete_library),
+        _route(api, "/v1/libraries/{name}", GET=api.get_library, PUT=api.put_library, DELETE=api.delete_library,
+               params={"PUT": LIBRARY_PARAMS}),
         _route(api, "/v1/functions", GET=api.list_functions),
         _route(api, "/v1/functions/{name}", GET=api.get_function, PUT=api.put_function,
-               DELETE=api.delete_function),
+               DELETE=api.delete_function, params={"PUT": FUNCTION_PARAMS}),
         _route(api, "/v1/functions/{name}/invoke", POST=api.invoke),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
