@@ -182,15 +182,22 @@ def matmul_so(tmp_path_factory) -> Path:
     return so
 
 
-def test_register_function_takes_modules_dir(tmp_path, capsys, matmul_so) -> None:
-    libs, configs = tmp_path / "libs", tmp_path / "configs"
-    libs.mkdir()
-    configs.mkdir()
+def matmul_at_config(libs: Path, matmul_so: Path, configs: Path) -> Path:
+    """examples/matmul's library in ``libs`` as matmul.so, and an upstream-shaped config that
+    launches its matmul_at in ``configs`` (mm.json), which is returned."""
+    libs.mkdir(exist_ok=True)
+    configs.mkdir(exist_ok=True)
     shutil.copy(matmul_so, libs / "matmul.so")
     doc = matmul_para("matmul.so")
     doc["kernels"][0]["kernel_name"] = "matmul_at"
     doc["blueprint"]["control_flow"][0]["ExecKernel"][0] = "matmul_at"
     (configs / "mm.json").write_text(json.dumps(doc))
+    return configs / "mm.json"
+
+
+def test_register_function_takes_modules_dir(tmp_path, capsys, matmul_so) -> None:
+    libs, configs = tmp_path / "libs", tmp_path / "configs"
+    matmul_at_config(libs, matmul_so, configs)
     state = ["--state-dir", str(tmp_path / "state"), "--engine", "cpu-sequential"]
     code, out, err = cli(capsys, "register", "function", "mm", str(configs / "mm.json"), "--format", "dandelion",
                          "--modules-dir", str(libs), *state)
@@ -205,14 +212,9 @@ def test_register_function_takes_modules_dir(tmp_path, capsys, matmul_so) -> Non
 
 def test_register_function_takes_input_sizes(tmp_path, capsys, matmul_so) -> None:
     libs = tmp_path / "libs"
-    libs.mkdir()
-    shutil.copy(matmul_so, libs / "matmul.so")
-    doc = matmul_para("matmul.so")
-    doc["kernels"][0]["kernel_name"] = "matmul_at"
-    doc["blueprint"]["control_flow"][0]["ExecKernel"][0] = "matmul_at"
-    (libs / "mm.json").write_text(json.dumps(doc))
+    config = matmul_at_config(libs, matmul_so, libs)
     state = ["--state-dir", str(tmp_path / "state"), "--engine", "cpu-sequential"]
-    register = ["register", "function", "mm", str(libs / "mm.json"), "--format", "dandelion"]
+    register = ["register", "function", "mm", str(config), "--format", "dandelion"]
 
     def declared_cfg() -> int:
         import pappus
