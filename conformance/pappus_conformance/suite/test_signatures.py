@@ -1,9 +1,10 @@
 """Signatures: a launch that does not fit the kernel's real signature is refused at registration.
 
-The backend's driver reads each kernel's parameters from the library itself (count and sizes);
-a function whose launches pass the wrong number of arguments, an argument of the wrong size, or
-name a kernel the library does not have is refused with every such problem at once, each at its
-field, and is never stored, so nothing of it can run. A launch that fits registers and runs.
+The backend's driver reads each kernel's parameters from the library itself (count and sizes,
+each parameter's own: an 8-byte argument does not fit a 4-byte parameter); a function whose
+launches pass the wrong number of arguments, an argument of the wrong size, or name a kernel the
+library does not have is refused with every such problem at once, each at its field, and is never
+stored, so nothing of it can run. A launch that fits registers and runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 import pappus
 
-from .kit import affine_inputs, const, launch, register_affine
+from .kit import SECRET, affine_inputs, const, launch, register_affine
 
 TENANT = "signatures-tenant"
 BUFFERS = {"out": 512 * 8}
@@ -53,6 +54,20 @@ def test_an_argument_of_the_wrong_size_is_refused_at_its_index(harness):
     problems = refused(harness, "narrow", [affine_launch(args)])
     assert sorted(p for p, _ in problems) == ["blueprint.control_flow[0].ExecKernel.args[2]",
                                               "blueprint.control_flow[0].ExecKernel.args[3]"], problems
+
+
+def test_a_narrow_parameter_takes_exactly_its_width(harness):
+    # fill_secret(uint8_t* p, size_t n, uint32_t pattern): the pattern is 4 bytes, where a driver
+    # that sizes every parameter as an 8-byte word would take a u64 and refuse the u32
+    def fill(pattern: dict) -> dict:
+        return launch("fill_secret", [{"Ptr": "out"}, {"Sizeof": "out"}, pattern])
+
+    fn = harness.function(TENANT, "fill_u32", [fill(const("u32", SECRET))], buffers={"out": 64}, outputs=["out"])
+    assert harness.invoke(TENANT, fn)["out"] == bytes((SECRET >> 8 * (i & 3) & 0xFF) | 1 for i in range(64))
+    for name, dtype in (("wide", "u64"), ("narrow", "u8")):
+        problems = refused(harness, f"fill_{name}", [fill(const(dtype, 7))])
+        assert [p for p, _ in problems] == ["blueprint.control_flow[0].ExecKernel.args[2]"], problems
+        assert dtype in problems[0][1], problems
 
 
 def test_a_kernel_the_library_lacks_is_refused(harness):
