@@ -27,6 +27,9 @@ from .properties import PROPERTIES, property_of
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
 _STATE_KEY = pytest.StashKey["_Reporter"]()
+#: Set when only PAPPUS_BACKEND (no option) made this session run the suite in place of the tests
+#: pytest would otherwise have collected: the header says so.
+_ENV_REPLACED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Run the shipped suite unless the user pointed pytest at specific tests.
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(SUITE_DIR)]
+        given = any(a.startswith("--pappus-backend") for a in config.invocation_params.args)
+        config.stash[_ENV_REPLACED] = not given
     reporter = _Reporter(config)
     config.stash[_STATE_KEY] = reporter
     config.pluginmanager.register(reporter, "pappus-conformance-reporter")
@@ -100,6 +105,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
     name = config.getoption("--pappus-backend")
     lines = [f"pappus conformance: backend={name!r} engine={config.getoption('--pappus-engine') or 'all'}"]
+    if config.stash.get(_ENV_REPLACED, False):
+        lines.append("  PAPPUS_BACKEND is set, so this session runs the conformance suite instead of the tests "
+                     "here; unset it, or name test paths, to run those")
     try:
         backend = get_plugins().backend(name)
         avail = get_plugins().availability(backend)
