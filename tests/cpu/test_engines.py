@@ -71,10 +71,15 @@ def test_a_waiting_caller_runs_its_invocation_on_its_own_thread(runtime: pappus.
 
 
 def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Runtime) -> None:
+    runtime.engine()  # started: the deadline is spent running the kernel, not starting the device
     t0 = time.monotonic()
-    with pytest.raises(DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded) as info:
         runtime.invoke("spin", {}, deadline=0.5)  # run on this thread: the abort must free it
     assert time.monotonic() - t0 < 1.5
+    assert info.value.kernel == "spin"  # the abort ends the run at once, so the error names what it stopped
+    with pytest.raises(DeadlineExceeded) as info:
+        runtime.invoke_async("spin", {}, deadline=0.3).result(timeout=10)  # queued: the engine's own thread
+    assert info.value.kernel == "spin"
     check_matmul(runtime, 10)
 
 

@@ -21,6 +21,10 @@ _ids = itertools.count(1)
 #: The longest single wait any engine thread makes (seconds). Waits for later deadlines loop, so
 #: no deadline value, however large, can overflow a timeout and kill the thread that enforces it.
 MAX_WAIT = 3600.0
+#: How long past its deadline an invocation may wait for the device's abort to end the run, so
+#: that its DeadlineExceeded names the kernel that was stopped; a device that takes longer is not
+#: waited for (the caller learns then, without the kernel).
+SETTLE_GRACE = 0.05
 
 
 def wait_for(deadline_at: float, now: float) -> float:

@@ -33,7 +33,7 @@ from ..interfaces import Backend
 from ..memory import ArenaContext, SharedArena
 from . import lockdown, replies
 from .base import DriverLock, EngineBase, EngineOptions
-from .invocation import MAX_WAIT, Invocation, wait_for
+from .invocation import MAX_WAIT, SETTLE_GRACE, Invocation, wait_for
 from .zygote import Zygote
 
 log = logging.getLogger("pappus.engine")
@@ -384,11 +384,13 @@ class MultiprocessEngine(EngineBase):
             slot.conn.send(("run", inv.id, key, spec, ctx.layout("inputs"), ctx.layout("outputs"),
                             deadline_at, inv.deadline, seq))
             slot.known.add(key)
-            if _poll_until(slot.conn, deadline_at):
+            # At the deadline the worker's watchdog aborts its device; where that ends the run at
+            # once, the worker's answer (SETTLE_GRACE later at most) names the kernel it stopped.
+            if _poll_until(slot.conn, deadline_at + SETTLE_GRACE):
                 outputs, error, cause = self._receive(slot, inv, ctx)
             else:
-                # Past the deadline: the caller learns now. The worker's watchdog aborts its device;
-                # if the worker does not answer within the grace, it is killed and replaced.
+                # Past the deadline: the caller learns now. If the worker does not answer within
+                # the abort grace, it is killed and replaced.
                 error = DeadlineExceeded(inv.deadline, invocation=inv.id)
                 self.finish(inv, None, error)
                 cause = _HANDED_OVER if here else self._after_deadline(slot, inv, ctx)

@@ -18,7 +18,7 @@ from ..host_access import refuse_in_serving_process
 from ..interfaces import Backend
 from .base import DriverLock, EngineBase, EngineOptions
 from .executor import Executor
-from .invocation import Invocation, wait_for
+from .invocation import SETTLE_GRACE, Invocation, wait_for
 
 log = logging.getLogger("pappus.engine")
 
@@ -190,25 +190,36 @@ class SequentialEngine(EngineBase):
             self._abort(inv)
 
     def _abort(self, inv: Invocation) -> None:
-        # The caller learns at the deadline, not after the device has been dealt with.
-        self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+        # The caller learns at the deadline, not after the device has been dealt with: a run the
+        # abort ends at once is settled by its own thread, naming the kernel stopped; otherwise
+        # it is settled here, SETTLE_GRACE after the deadline at the latest.
         device = self.executor.device
+        stops = True
         try:
             if device is not None:
                 device.abort()
         except NotImplementedError:
-            pass
+            stops = False
         except Exception:
             log.warning("abort failed on %s", self.name, exc_info=True)
-        grace_end = time.monotonic() + self.options.abort_grace
-        while time.monotonic() < grace_end:
+        if stops and self._ended(inv, SETTLE_GRACE):
+            return
+        self.finish(inv, None, DeadlineExceeded(inv.deadline, invocation=inv.id))
+        if not self._ended(inv, self.options.abort_grace):
+            # The device did not stop and a thread cannot be killed: take this engine out of
+            # service (what is still queued moves to its replacement).
+            self.mark_unhealthy(f"a kernel did not stop within {self.options.abort_grace} s of its deadline")
+
+    def _ended(self, inv: Invocation, within: float) -> bool:
+        """Whether the run of ``inv`` ends within ``within`` seconds."""
+        end = time.monotonic() + within
+        while True:
             with self._watch:
                 if self._current is not inv:
-                    return
-            time.sleep(0.005)
-        # The device did not stop and a thread cannot be killed: take this engine out of service
-        # (what is still queued moves to its replacement).
-        self.mark_unhealthy(f"a kernel did not stop within {self.options.abort_grace} s of its deadline")
+                    return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.002)
 
     # --- shutdown ---------------------------------------------------------------------------
 
