@@ -7,6 +7,7 @@ without pickling arbitrary objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,6 +79,23 @@ class ValidationError(PappusError):
         message = head + "; ".join(str(e) for e in errs)
         super().__init__(message, errors=errs, what=what)
         self.errors: list[FieldError] = errs
+
+    def reworded(self, paths: Sequence[tuple[str, str]] = (), words: Sequence[tuple[str, str]] = (),
+                 extra: Sequence[FieldError] = ()) -> ValidationError:
+        """These errors (and ``extra``) in another interface's terms: each path that starts with
+        an ``(api, ours)`` prefix of ``paths`` starts with ``ours`` instead, and each ``(api,
+        ours)`` of ``words`` is replaced in the messages (the Python API's ``input_sizes.cfg`` is
+        the command line's ``--input-size cfg`` and HTTP's ``input_size.cfg``)."""
+        errors = []
+        for e in [*self.errors, *extra]:
+            path, message = e.path, e.message
+            for api, ours in paths:
+                if path.startswith(api):
+                    path = ours + path[len(api):]
+            for api, ours in words:
+                message = message.replace(api, ours)
+            errors.append(FieldError(path, message))
+        return ValidationError(errors, what=self.fields.get("what", "config"))
 
     def to_dict(self) -> dict[str, Any]:
         return {

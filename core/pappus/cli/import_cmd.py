@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -59,18 +58,9 @@ def add_parser(sub: Any, formatter: Any) -> None:
 
 def input_sizes(values: list[str] | None) -> dict[str, int]:
     """``--input-size NAME=BYTES`` options as a dict (every malformed one reported at once)."""
-    sizes: dict[str, int] = {}
-    errors = []
-    for item in values or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            errors.append(FieldError("--input-size", f"{item!r} is not NAME=BYTES"))
-        elif name in sizes:
-            errors.append(FieldError("--input-size", f"{name!r} is given twice"))
-        elif not re.fullmatch(r"[0-9]+", value):
-            errors.append(FieldError("--input-size", f"{item}: BYTES must be a non-negative whole number of bytes"))
-        else:
-            sizes[name] = int(value)
+    from ..importers.dandelion import parse_input_sizes
+
+    sizes, errors = parse_input_sizes(values or [], "--input-size")
     if errors:
         raise ValidationError(errors, what="arguments")
     return sizes
@@ -96,18 +86,14 @@ _CLI_WORDS = (("pass allow_lossy=True", "pass --allow-lossy"), ("(declared in in
 
 def in_cli_terms(exc: ValidationError, extra: list[FieldError] | None = None) -> ValidationError:
     """``exc`` with its paths and advice in command-line terms (``--module-path X``, ``--allow-lossy``)."""
+    reworded = exc.reworded(_CLI_PATHS, _CLI_WORDS, extra or ())
     errors = []
-    for e in [*exc.errors, *(extra or [])]:
-        path, message = e.path, e.message
-        for api, cli in _CLI_PATHS:
-            if path.startswith(api):
-                path = cli + path[len(api):]
-        for api, cli in _CLI_WORDS:
-            message = message.replace(api, cli)
-        if path.startswith("--module-path ") and message.startswith("no module path given"):
-            message += f"; give --module-path {path[len('--module-path '):]}=PATH"
-        errors.append(FieldError(path, message))
-    return ValidationError(errors, what=exc.fields.get("what", "config"))
+    for e in reworded.errors:
+        message = e.message
+        if e.path.startswith("--module-path ") and message.startswith("no module path given"):
+            message += f"; give --module-path {e.path[len('--module-path '):]}=PATH"
+        errors.append(FieldError(e.path, message))
+    return ValidationError(errors, what=reworded.fields["what"])
 
 
 def _write(text: str, output: str | None) -> None:

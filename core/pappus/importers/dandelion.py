@@ -929,6 +929,28 @@ def _base_dir(source: object, modules_dir: Path | str | None) -> Path | None:
     return None
 
 
+_SIZE_TEXT = re.compile(r"[0-9]{1,30}")
+
+
+def parse_input_sizes(items: list[str], path: str) -> tuple[dict[str, int], list[FieldError]]:
+    """``NAME=BYTES`` items (``--input-size``, ``?input_size=``) as ``input_sizes``, and every
+    malformed one as an error at ``path`` (long items shortened in the message)."""
+    sizes: dict[str, int] = {}
+    errors: list[FieldError] = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        shown = item if len(item) <= 80 else item[:77] + "..."
+        if not sep or not name or not value:
+            errors.append(FieldError(path, f"{shown!r} is not NAME=BYTES"))
+        elif name in sizes:
+            errors.append(FieldError(path, f"{name[:80]!r} is given twice"))
+        elif not _SIZE_TEXT.fullmatch(value):
+            errors.append(FieldError(path, f"{shown}: BYTES must be a non-negative whole number of bytes"))
+        else:
+            sizes[name] = int(value)
+    return sizes, errors
+
+
 def modules_dir_problem(modules_dir: str | Path | None) -> str | None:
     """Why ``modules_dir`` cannot be where module paths resolve ("does not exist", "is not a
     directory"); None when it can, or when none is given."""

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -54,7 +53,7 @@ from ..errors import (
     Unauthorized,
     ValidationError,
 )
-from ..importers.dandelion import MODULES_DIR_ADVICE
+from ..importers.dandelion import MODULES_DIR_ADVICE, parse_input_sizes
 from ..registry import FunctionRecord, LibraryRecord
 from .auth import Authenticator
 from .limits import read_body
@@ -280,9 +279,6 @@ def _single(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-_SIZE = re.compile(r"[0-9]{1,30}")
-
-
 def function_params(request: Request) -> tuple[str, dict[str, int]]:
     """``?format=pappus|dandelion`` and ``?input_size=NAME=BYTES`` (repeatable, Dandelion only)
     of ``PUT /v1/functions/{name}``; every problem at once, each naming its parameter."""
@@ -293,19 +289,9 @@ def function_params(request: Request) -> tuple[str, dict[str, int]]:
         errors.append(FieldError("format", f"is given {len(formats)} times; give it once"))
     elif fmt not in _FORMATS:
         errors.append(FieldError("format", f"unknown config format {fmt[:40]!r} (pappus, dandelion)"))
-    sizes: dict[str, int] = {}
     items = request.query_params.getlist("input_size")
-    for item in items:
-        name, sep, value = item.partition("=")
-        shown = item if len(item) <= 80 else item[:77] + "..."
-        if not sep or not name or not value:
-            errors.append(FieldError("input_size", f"{shown!r} is not NAME=BYTES"))
-        elif name in sizes:
-            errors.append(FieldError("input_size", f"{name[:80]!r} is given twice"))
-        elif not _SIZE.fullmatch(value):
-            errors.append(FieldError("input_size", f"{shown}: BYTES must be a non-negative whole number of bytes"))
-        else:
-            sizes[name] = int(value)
+    sizes, bad = parse_input_sizes(items, "input_size")
+    errors += bad
     if items and fmt == "pappus" and len(formats) <= 1:
         errors.append(FieldError("input_size", "applies to Dandelion configs only (?format=dandelion); a "
                                                "pappus config declares its input sizes itself"))
@@ -317,15 +303,8 @@ def function_params(request: Request) -> tuple[str, dict[str, int]]:
 def _in_http_terms(exc: ValidationError) -> ValidationError:
     """An import's errors as an HTTP caller meets them: ``input_sizes`` is the ``input_size``
     parameter, and there is no modules directory to give."""
-    errors = []
-    for e in exc.errors:
-        path, message = e.path, e.message
-        if path == "input_sizes" or path.startswith("input_sizes."):
-            path = "input_size" + path[len("input_sizes"):]
-        message = message.replace(MODULES_DIR_ADVICE, "").replace("(declared in input_sizes)",
-                                                                  "(declared with ?input_size)")
-        errors.append(FieldError(path, message))
-    return ValidationError(errors, what=exc.fields.get("what", "config"))
+    return exc.reworded(paths=[("input_sizes", "input_size")],
+                        words=[(MODULES_DIR_ADVICE, ""), ("(declared in input_sizes)", "(declared with ?input_size)")])
 
 
 # --- request and response bodies -----------------------------------------------------------
