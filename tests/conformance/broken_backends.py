@@ -170,6 +170,14 @@ class NoPoolFence(_PatchedTemplate):
     }
 
 
+class ShowsOtherModules(CpuDevice):
+    """Leaves every loaded library readable in a run, not only its function's (the device's
+    ``hide_other_modules=False``): a kernel reads another tenant's code object by address."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "hide_other_modules": False})
+
+
 class NoParams(CpuDriver):
     """Reports every kernel without its parameters."""
 
@@ -202,6 +210,7 @@ BROKEN = [
     replace(CPU_BACKEND, name="brokennoabort", device=_spec("NoAbort")),
     replace(CPU_BACKEND, name="brokenseccomp", device=_spec("NoChildFilter")),
     replace(CPU_BACKEND, name="brokenfence", device=_spec("NoPoolFence")),
+    replace(CPU_BACKEND, name="brokenhide", device=_spec("ShowsOtherModules")),
     replace(CPU_BACKEND, name="brokenparams", driver=NoParams()),
     replace(CPU_BACKEND, name="brokensizes", driver=WordSizedParams()),
     replace(CPU_BACKEND, name="stalegap", known_gaps={"test_after_success": "pretends to fail, but passes"}),

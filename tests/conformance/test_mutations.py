@@ -77,6 +77,9 @@ SOUND = "test_a_fitting_launch_registers_and_runs"
      ["try_open", "try_fork", "try_mprotect_exec"], ["try_socket", "try_exec", SOUND]),
     ("brokenfence", "no_host_escape", f"test_memory_past_the_buffers or try_socket or {SOUND}",
      ["test_memory_past_the_buffers_is_out_of_reach"], ["try_socket", SOUND]),
+    # Every loaded library stays readable in a run: another tenant's code object is reachable.
+    ("brokenhide", "no_host_escape", f"test_another_tenants_library or test_memory_past_the_buffers or {SOUND}",
+     ["test_another_tenants_library_is_out_of_reach"], ["test_memory_past_the_buffers_is_out_of_reach", SOUND]),
     ("brokenparams", "signatures", "test_a_fitting_launch or test_an_argument_of_the_wrong_size",
      [SOUND, "test_an_argument_of_the_wrong_size"], []),
     # Every parameter an 8-byte word: right for the affine kernel, wrong for a 4-byte one.

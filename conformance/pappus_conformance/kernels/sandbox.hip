@@ -34,4 +34,13 @@ extern "C" __global__ void try_mprotect_exec(uint8_t* out) {
     long rc = syscall(SYS_mprotect, (uintptr_t)out & ~(uintptr_t)4095, 4096, PROT_READ | PROT_WRITE | PROT_EXEC);
     out[0] = rc == 0 ? 1 : 2;
 }
+
+// A tenant's library data: another tenant's kernels must not reach it (they learn its address
+// from this tenant's output and read there with read_address, in the suite's library).
+__device__ const uint64_t library_secret[2] = {0x5EC2E7A55EC2E7A5ull, 0xA55EC2E75EC2E7A5ull};
+
+extern "C" __global__ void where_is_secret(uint64_t* out) {
+    out[0] = (uint64_t)(uintptr_t)&library_secret[0];
+    out[1] = ((volatile const uint64_t*)library_secret)[0];
+}
 #endif

@@ -56,6 +56,11 @@ extern "C" __global__ void write_null(uint64_t zero) {
     if (threadIdx.x == 0 && blockIdx.x == 0) *(volatile uint32_t*)(uintptr_t)zero = 1u;
 }
 
+// Reads 8 bytes at an address it was given: what a kernel reaches outside its own buffers.
+extern "C" __global__ void read_address(uint64_t address, uint64_t* out) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) out[0] = *(volatile const uint64_t*)(uintptr_t)address;
+}
+
 extern "C" __global__ void trap_now(uint8_t* p) {
     if (threadIdx.x == 0 && blockIdx.x == 0) { p[0] = 1; __builtin_trap(); }
 }

@@ -4,6 +4,8 @@ serves again."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 import pappus
@@ -48,3 +50,27 @@ def test_memory_past_the_buffers_is_out_of_reach(harness, access):
         pytest.fail(f"a {access} {FAR} bytes past the kernel's buffer, inside the pool, went through: the run "
                     "is not fenced to its buffers")
     check_bystander(harness, f"after_{access}_far")
+
+
+OWNER, PROBER = "library-owner", "library-prober"
+LIBRARY_SECRET = 0x5EC2E7A55EC2E7A5
+
+
+def test_another_tenants_library_is_out_of_reach(harness):
+    """A kernel given the address of another tenant's library data (a constant in its code
+    object, which outlives every invocation in the cached module) reads nothing there."""
+    owner = harness.function(OWNER, "where_is_secret", [launch("where_is_secret", [{"Ptr": "out"}], grid=1, block=1)],
+                             buffers={"out": 16}, outputs=["out"], library="sandbox")
+    address, secret = struct.unpack("<QQ", harness.invoke(OWNER, owner)["out"])
+    assert secret == LIBRARY_SECRET, f"the owner's kernel read {secret:#x} from its own library"
+    prober = harness.function(PROBER, f"read_{address:x}", [launch("read_address", [const("u64", address), {"Ptr": "out"}],
+                                                                   grid=1, block=1)],
+                              buffers={"out": 8}, outputs=["out"])
+    try:
+        (found,) = struct.unpack("<Q", harness.invoke(PROBER, prober)["out"])
+    except pappus.KernelFault:
+        found = None
+    assert found != LIBRARY_SECRET, (f"another tenant's kernel read the owner's library data at {address:#x}: "
+                                     "a run reaches every loaded library, not only its function's")
+    assert harness.invoke(OWNER, owner)["out"][8:] == struct.pack("<Q", LIBRARY_SECRET)
+    check_bystander(harness, "after_library_probe")
