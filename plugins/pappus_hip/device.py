@@ -270,7 +270,7 @@ class HipDevice(GpuDevice):
             raise DeviceError("the HIP device is not open", api="hipDeviceReset", status="not_open")
         self._pending.clear()
         self._generation += 1  # every module, kernel and per-thread current device is now stale
-        old_base = self.base
+        old_base = self.pool_base
         self._pool, self.base = None, 0
         self._healthy = False
         self._ensure_current()

@@ -27,14 +27,12 @@ from pappus.errors import DeviceError, KernelFault
 NOT_INSTALLED = "hip-python is not installed (pip install 'pappus[hip]')"
 
 #: hipError_t values that mean a kernel faulted (the context is then unusable until a reset).
+#: Names of HIP's enum only (hip-python's hipError_t): CUDA's illegal-instruction,
+#: misaligned-address, invalid-address-space, invalid-PC and hardware-stack statuses have no HIP
+#: counterpart, so entries for them could never match.
 FAULT_STATUSES = {
     "hipErrorIllegalAddress": "illegal_address",
     "hipErrorLaunchFailure": "launch_failure",
-    "hipErrorIllegalInstruction": "illegal_instruction",
-    "hipErrorMisalignedAddress": "misaligned_address",
-    "hipErrorInvalidAddressSpace": "invalid_address_space",
-    "hipErrorInvalidPc": "invalid_pc",
-    "hipErrorHardwareStackError": "hardware_stack_error",
     "hipErrorAssert": "assert",
     "hipErrorLaunchTimeOut": "launch_timeout",
 }
