@@ -33,7 +33,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 STUB_SOURCE = HERE / "csrc" / "stub_amdhip64.c"
-RUNTIME_VERSION = 71526333  # HIP 7.15.26333, the release hip-python 10.0.0 was generated for
 MiB = 1 << 20
 SKIP = 77  # a scenario's exit status for "hip-python cannot be pointed at the stub here"
 
@@ -121,6 +120,13 @@ def test_probe_and_availability(stub_root: Path) -> None:
 # --- the scenarios (run in a fresh interpreter) -----------------------------------------------
 
 
+def runtime_version() -> int:
+    from pappus_hip.runtime import bindings_version
+
+    major, minor, patch = (bindings_version()[0] + (0, 0, 0))[:3]
+    return major * 10_000_000 + minor * 100_000 + patch
+
+
 class Stub:
     """The stub's controls and probes, through ctypes on the file hip-python opened."""
 
@@ -142,9 +148,11 @@ class Stub:
         lib.stub_last_image.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
         lib.stub_last_image.restype = ctypes.c_size_t
 
-    def configure(self, version: int = RUNTIME_VERSION, devices: int = 1, pageable: int = 0,
+    def configure(self, version: int | None = None, devices: int = 1, pageable: int = 0,
                   total: int = 64 * MiB) -> None:
-        self.lib.stub_configure(version, devices, pageable, total)
+        """``version`` (HIP_VERSION encoding) defaults to the release the bindings were generated
+        for (hip-python 10.0.0: 7.15.26333), the oldest runtime pappus_hip accepts with them."""
+        self.lib.stub_configure(runtime_version() if version is None else version, devices, pageable, total)
 
     def calls(self) -> list[str]:
         return [c for c in (self.lib.stub_calls() or b"").decode().split(",") if c]
