@@ -126,8 +126,9 @@ class CudaKernel(LoadedKernel):
     the kernel may use on chip."""
 
     layout: ParamLayout
-    #: Dynamic shared bytes this context has opted the kernel in to. Without an opt-in the driver
-    #: allows 48 KiB less the kernel's static shared memory, so any dynamic amount opts in once.
+    #: Dynamic shared bytes the driver function allows in this context, as last read or set (it
+    #: only grows: other handles of the same function opt in too). Without an opt-in the driver
+    #: allows 48 KiB less the kernel's static shared memory; 0: not read yet.
     dynamic_shared_limit: int = 0
     #: (static shared bytes, local bytes per thread) as the driver reports them, read at first launch
     usage: tuple[int, int] | None = None
@@ -363,10 +364,14 @@ class CudaDevice(GpuDevice):
         packed = PackedArgs(kernel.name, kernel.layout, launch.args)
         shared = int(launch.shared_mem_bytes)
         if shared > kernel.dynamic_shared_limit:  # opt in: the default is 48 KiB less the static part
-            self._call("cuFuncSetAttribute", kernel.function,
-                       self.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared,
-                       kernel=kernel.name)
-            kernel.dynamic_shared_limit = shared
+            # The limit is the driver function's, which other handles of the same kernel share
+            # (one module, looked up once): read it, and only ever raise it.
+            attr = self.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            limit = int(self._call("cuFuncGetAttribute", attr, kernel.function, kernel=kernel.name))
+            if shared > limit:
+                self._call("cuFuncSetAttribute", kernel.function, attr, shared, kernel=kernel.name)
+                limit = shared
+            kernel.dynamic_shared_limit = limit
         self._pending.append(packed)
         self._launched.append(kernel.name)
         gx, gy, gz = launch.grid
