@@ -137,6 +137,12 @@ class CudaKernel(LoadedKernel):
 # --- the device -------------------------------------------------------------------------------
 
 
+def _sticky(error: PappusError) -> bool:
+    """Whether ``error`` leaves the context unusable: a sticky status, or one the bindings do not
+    know (a driver newer than them), which may be a new sticky fault: assumed to be."""
+    return error.fields.get("status") in runtime.STICKY_STATUSES or bool(error.fields.get("unknown_status"))
+
+
 class CudaDevice(GpuDevice):
     """One NVIDIA GPU through the CUDA driver API.
 
@@ -207,8 +213,7 @@ class CudaDevice(GpuDevice):
         try:
             return runtime.checked(self.driver, api, *args, **facts)
         except PappusError as exc:
-            status = exc.fields.get("status")
-            if status in runtime.STICKY_STATUSES:
+            if _sticky(exc):
                 self._healthy = False
                 if self._fault is None:
                     self._fault = exc
@@ -457,7 +462,7 @@ class CudaDevice(GpuDevice):
         if not self._opened:
             raise DeviceError("the CUDA device is not open", api="reset", status="not_open")
         status = self._fault.fields.get("status") if self._fault is not None else None
-        if status in runtime.STICKY_STATUSES:
+        if self._fault is not None and _sticky(self._fault):
             # Measured on driver 580 (CUDA 13.0, H100): after a sticky error the driver refuses
             # both a reset primary context (cuDevicePrimaryCtxReset + Retain) and a new own
             # context (cuCtxCreate) in this process, with the same error; trying costs ~0.5 s.

@@ -141,6 +141,10 @@ class HipDevice(GpuDevice):
             # unhealthy so the executor calls reset() (or replaces this device).
             self._healthy = False
             raise
+        except DeviceError as exc:
+            if exc.fields.get("unknown_status"):  # a runtime newer than hip-python: maybe a fault
+                self._healthy = False
+            raise
 
     def _make_current(self) -> None:
         self._call("hipSetDevice", self.index)  # HIP's current device is per thread

@@ -43,6 +43,7 @@ CHILD_TIMEOUT = 120
 
 # CUresult values
 ILLEGAL_ADDRESS, LAUNCH_FAILED = 700, 719
+UNKNOWN_STATUS = 1234  # in no CUresult of cuda-bindings 12 or 13
 # CUdevice_attribute values
 CC_MAJOR, CC_MINOR, PAGEABLE_MEMORY_ACCESS = 75, 76, 88
 OPTIN_SHARED = 232448  # the stub's MAX_SHARED_MEMORY_PER_BLOCK_OPTIN (an H100's)
@@ -575,6 +576,27 @@ def sticky_fault_ends_the_device(stub: Stub, variant: str) -> None:
     assert stub.counts()["contexts"] == 0
     # ... and this process gets no new context (the driver refuses, as measured on an H100)
     _raises((KernelFault, DeviceError), lambda: _device(context=context).open())
+
+
+@scenario()
+def a_status_the_bindings_do_not_know_ends_the_device(stub: Stub) -> None:
+    """A driver newer than cuda-bindings can answer a status CUresult lacks; the bindings raise
+    ValueError converting it. That answer may be a new sticky fault: never a healthy device."""
+    from pappus.errors import DeviceError
+
+    dev = _device()
+    dev.open()
+    base = dev.reserve(1 << 20)
+    module = dev.load_module(_image(_prebuilt("fault")))
+    _fill(dev, dev.get_kernel(module, "fill_u8"), base, 64, 3)
+    stub.fail_next_sync(UNKNOWN_STATUS)
+    error = _raises(DeviceError, dev.synchronize)
+    assert error.fields["status"] == f"CUresult({UNKNOWN_STATUS})" and error.fields["unknown_status"], error
+    assert error.fields["api"] == "cuCtxSynchronize" and not dev.healthy
+    _raises(DeviceError, lambda: _read(dev, base, 8))  # named after that status, driver not asked
+    _raises(NotImplementedError, dev.reset)  # assumed sticky: the engine replaces the process
+    dev.close()
+    assert stub.counts()["contexts"] == 0
 
 
 @scenario("cuda-sequential", "cuda-multiprocess")

@@ -34,6 +34,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 STUB_SOURCE = HERE / "csrc" / "stub_amdhip64.c"
 MiB = 1 << 20
+UNKNOWN_STATUS = 716  # CUDA's misaligned address; HIP has no status 716
 SKIP = 77  # a scenario's exit status for "hip-python cannot be pointed at the stub here"
 
 # --- fixtures (pytest side) -------------------------------------------------------------------
@@ -363,7 +364,7 @@ def scenario_fault_and_reset(stub: Stub, hsaco: Path) -> None:
 def scenario_fault_statuses(stub: Stub, _: Path) -> None:
     from hip import hip
 
-    from pappus.errors import KernelFault
+    from pappus.errors import DeviceError, KernelFault
     from pappus_hip import runtime
     from pappus_hip.device import HipDevice
 
@@ -381,6 +382,16 @@ def scenario_fault_statuses(stub: Stub, _: Path) -> None:
         dev.reset()
         dev.synchronize()
         assert dev.healthy
+    # A runtime newer than hip-python may answer a status hipError_t lacks (hip-python raises
+    # ValueError converting it): the answer is kept, and may be a fault, so the device needs a reset.
+    assert not any(e.value == UNKNOWN_STATUS for e in hip.hipError_t)
+    stub.fail_next_sync(UNKNOWN_STATUS)
+    error = _raises(DeviceError, dev.synchronize)
+    assert error.status == f"hipError({UNKNOWN_STATUS})" and error.fields["unknown_status"], error
+    assert not dev.healthy
+    dev.reset()
+    dev.synchronize()
+    assert dev.healthy
     dev.close()
 
 

@@ -5,8 +5,8 @@ initialising the runtime in a process that later forks workers breaks those work
 backend needs the same two things, written here once:
 
 * :func:`checked_call` turns a ``(status, value...)`` answer into the value(s), or raises the
-  pappus error the backend maps the status to; anything the binding itself raises becomes a
-  :class:`DeviceError` naming the call.
+  pappus error the backend maps the status to (also a status the bindings' enum does not know);
+  anything else the binding itself raises becomes a :class:`DeviceError` naming the call.
 * :class:`IsolatedProbe` asks "is a GPU usable here, and if not, why?" in a short-lived
   interpreter, caches the answer for this process, and turns it into an :class:`Availability`.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -44,6 +45,10 @@ def checked_call(binding: Any, api: str, args: tuple[Any, ...], facts: dict[str,
     except (KernelFault, DeviceError):
         raise
     except Exception as exc:
+        code = unknown_status(exc)
+        problem = error_for(api, code, unknown_status=True, **facts) if code is not None else None
+        if problem is not None:
+            raise problem from None
         raise DeviceError(f"{api} failed in the binding: {type(exc).__name__}: {exc}", api=api,
                           status="binding_error") from None
     if isinstance(result, tuple):
@@ -56,6 +61,23 @@ def checked_call(binding: Any, api: str, args: tuple[Any, ...], facts: dict[str,
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+_UNKNOWN_STATUS = re.compile(r"(-?\d+) is not a valid \w+")
+
+
+def unknown_status(exc: BaseException) -> int | None:
+    """The status a runtime returned that its bindings' enum lacks, from the ``ValueError`` the
+    bindings raise converting it (``"716 is not a valid hipError_t"``): a runtime newer than the
+    bindings can answer so. None for any other exception.
+
+    The call did happen, so what it answered must not be lost: :func:`checked_call` maps the
+    number (``unknown_status=True`` among the facts), and a device treats an unknown answer as
+    the worst it could mean (its state unknown until reset)."""
+    if type(exc) is not ValueError:
+        return None
+    match = _UNKNOWN_STATUS.fullmatch(str(exc))
+    return int(match.group(1)) if match else None
 
 
 def status_name(status: Any, names: Callable[[int], str] | None, fallback: str) -> tuple[str, int]:
