@@ -132,12 +132,16 @@ class Plan:
         limits: Limits = DEFAULT_LIMITS,
         device_limits: DeviceLimits | None = None,
         alignment: int = DEFAULT_ALIGNMENT,
+        static_shared: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
         self.limits = limits
         self.device_limits = device_limits or DeviceLimits()
         self.alignment = alignment
         self.signatures = dict(signatures or {})
+        #: kernel name -> the shared memory its code object declares, which a launch's dynamic
+        #: amount adds to (registration checks constant amounts; this, those worked out per call)
+        self.static_shared = dict(static_shared or {})
         bp = config.blueprint
         self.inputs = bp.input_names
         self.declared_input_sizes = {spec.name: spec.size for spec in bp.inputs}
@@ -323,9 +327,12 @@ class Plan:
                     raise InvalidInput(FieldError(f"{p}.block", f"{block[0] * block[1] * block[2]} threads per "
                                                   f"block exceed {self.device_limits.max_block_threads}"))
                 shared = self._value(action.shared_mem_bytes, f"{p}.shared_mem_bytes", env, inputs)
-                if shared > self.device_limits.max_shared_bytes:
-                    raise InvalidInput(FieldError(f"{p}.shared_mem_bytes", f"{shared} bytes exceed the device "
-                                                  f"limit of {self.device_limits.max_shared_bytes}"))
+                static = self.static_shared.get(action.kernel, 0)
+                if shared + static > self.device_limits.max_shared_bytes:
+                    amount = f"{shared} dynamic + {static} static bytes of shared memory" if static else \
+                        f"{shared} bytes"
+                    raise InvalidInput(FieldError(f"{p}.shared_mem_bytes", f"{amount} exceed the device limit "
+                                                  f"of {self.device_limits.max_shared_bytes}"))
                 key = id(action)
                 packers = self._packers.get(key)
                 if packers is None:

@@ -331,6 +331,7 @@ class Runtime:
         cfg = parse_function(record.config, limits=self.limits, device=backend.driver.device_limits())
         refs: dict[str, LibraryRef] = {}
         signatures: dict[str, Any] = {}
+        static_shared: dict[str, int] = {}
         for libname, sha in record.libraries.items():
             refs[libname] = LibraryRef(libname, sha, str(self.registry.blob_path(sha)))
         for ref in cfg.kernels:
@@ -339,10 +340,13 @@ class Runtime:
             kernel = info.kernel(ref.name)
             if kernel is not None:
                 signatures[ref.name] = kernel.params
+                if kernel.static_shared_bytes:
+                    static_shared[ref.name] = kernel.static_shared_bytes
         key = hashlib.sha256(json.dumps([record.config, record.libraries, record.engine, tenant],
                                         sort_keys=True).encode()).hexdigest()
         spec = FunctionSpec(key=key, name=name, tenant=tenant, config=cfg, signatures=signatures, libraries=refs,
-                            deadline=cfg.deadline or self.default_deadline, engine=record.engine)
+                            deadline=cfg.deadline or self.default_deadline, engine=record.engine,
+                            static_shared=static_shared)
         with self._lock:
             self._specs[(tenant, name)] = (stamp, spec)
         return spec

@@ -203,6 +203,29 @@ def test_dynamic_bounds_checked_before_running(device):
     assert device.launches == launches_before, "nothing may run when a bound fails"
 
 
+def test_shared_memory_worked_out_per_call_counts_the_kernels_static_part(device):
+    """Registration checks a constant amount plus the code object's static shared memory; an
+    amount read from an input is checked the same way when the invocation is resolved (a
+    driver would refuse the launch, after the earlier kernels had run)."""
+    doc = matmul_config(repeat=1)
+    doc["blueprint"]["inputs"] = ["A", {"name": "cfg", "size": 8}]
+    doc["blueprint"]["control_flow"][0]["ExecKernel"]["shared_mem_bytes"] = {"FromInput": {"input": "cfg", "index": 0}}
+    _, plan, _ = setup(device, doc)
+    limit = plan.device_limits.max_shared_bytes
+    static = Plan(plan.config, plan.signatures, static_shared={"matmul_at_i64": 1024})
+
+    def resolve(p, dynamic):
+        return p.resolve({"A": bytes(8), "cfg": struct.pack("<Q", dynamic)})
+
+    resolve(static, limit - 1024)
+    resolve(plan, limit - 1023)  # without a static part the same amount fits
+    with pytest.raises(InvalidInput) as info:
+        resolve(static, limit - 1023)
+    assert info.value.errors[0].path == "blueprint.control_flow[0].ExecKernel.shared_mem_bytes"
+    assert f"{limit - 1023} dynamic + 1024 static bytes of shared memory exceed the device limit of {limit}" in \
+        str(info.value)
+
+
 def test_input_larger_than_pool_is_out_of_memory(device):
     pool, plan, handles = setup(device, matmul_config(), pool_bytes=1 << 16)
     with pytest.raises(OutOfMemory) as info:

@@ -482,6 +482,47 @@ def dynamic_shared_memory_opts_in_per_context(stub: Stub) -> None:
 
 
 @scenario()
+def shared_memory_from_an_input_counts_the_static_tile(stub: Stub) -> None:
+    # A launch's dynamic shared memory read from an input is checked when the invocation is
+    # resolved, with the kernel's static part (block_sum's 1 KiB tile) added, as registration
+    # checks a constant amount: refused at its field before any launch, not by the driver.
+    import struct
+    import tempfile
+
+    import numpy as np
+
+    import pappus
+    from pappus.errors import InvalidInput
+
+    tmp = Path(tempfile.mkdtemp(prefix="pappus-stub-"))
+    (tmp / "k.fatbin").write_bytes(_prebuilt("clean"))
+    rt = pappus.Runtime(engine="cuda-sequential", state_dir=tmp / "state", pool_bytes=1 << 20)
+    try:
+        rt.register_library("m", tmp / "k.fatbin")
+        rt.register_function("sums", {
+            "schema": "pappus/function@1", "library": "m", "kernels": ["block_sum"],
+            "blueprint": {"inputs": ["X", {"name": "cfg", "size": 8}], "buffers": {"S": 8}, "outputs": ["S"],
+                          "control_flow": [{"ExecKernel": {
+                              "name": "block_sum", "args": [{"Ptr": "X"}, {"Ptr": "S"}], "grid": [2], "block": [256],
+                              "shared_mem_bytes": {"FromInput": {"input": "cfg", "index": 0}}}}]}})
+        x = np.arange(512, dtype=np.float32).tobytes()
+
+        def sums(shared: int) -> list[float]:
+            out = rt.invoke("sums", {"X": x, "cfg": struct.pack("<Q", shared)})
+            return np.frombuffer(out["S"], dtype=np.float32).tolist()
+
+        assert sums(OPTIN_SHARED - 1024) == SUMS
+        # (the launches happen in the engine's worker process, whose stub this one cannot see;
+        # without the check the driver refuses the opt-in there: a DeviceError, not this)
+        error = _raises(InvalidInput, lambda: sums(OPTIN_SHARED - 1023))
+        assert "ExecKernel.shared_mem_bytes" in str(error) and "+ 1024 static bytes" in str(error), error
+        assert sums(100_000) == SUMS  # and the engine serves on
+    finally:
+        rt.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@scenario()
 def dynamic_shared_memory_opt_in_is_the_functions_not_the_handles(stub: Stub) -> None:
     # Two functions of one tenant that launch the same kernel of the same library get two
     # handles of one driver function (the executor's ModuleCache loads the module once). The

@@ -361,7 +361,7 @@ class ClusterRuntime:
     def _plan(self, spec: FunctionSpec) -> Plan:
         plan = self._plans.get(spec.key)
         if plan is None:
-            plan = Plan(spec.config, spec.signatures, device_limits=self.backend.driver.device_limits())
+            plan = spec.plan(device_limits=self.backend.driver.device_limits())
             if len(self._plans) > 4096:
                 self._plans.clear()
             self._plans[spec.key] = plan

@@ -243,7 +243,7 @@ class EngineBase(Engine):
             with self._plans_lock:
                 plan = self._plans.get(fn.key)
                 if plan is None:
-                    plan = Plan(fn.config, fn.signatures, device_limits=self.backend.driver.device_limits())
+                    plan = fn.plan(device_limits=self.backend.driver.device_limits())
                     if len(self._plans) > 4096:
                         self._plans.clear()
                     self._plans[fn.key] = plan

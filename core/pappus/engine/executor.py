@@ -218,7 +218,7 @@ class Executor:
         plan = self.plans.get(fn.key)
         if plan is None:
             limits = self.info.limits if self.info else None
-            plan = Plan(fn.config, fn.signatures, limits=self.config.limits, device_limits=limits)
+            plan = fn.plan(limits=self.config.limits, device_limits=limits)
             self.plans[fn.key] = plan
             while len(self.plans) > self.config.plan_cache_size:
                 self.plans.popitem(last=False)

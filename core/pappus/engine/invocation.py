@@ -15,6 +15,7 @@ from typing import Any
 from ..config.model import FunctionConfig
 from ..errors import FieldError, InvalidInput, PappusError
 from ..kernels import KernelParam
+from ..plan import Plan
 
 _ids = itertools.count(1)
 
@@ -130,11 +131,17 @@ class FunctionSpec:
     libraries: Mapping[str, LibraryRef]  # library name -> ref
     deadline: float
     engine: str = ""
+    #: kernel name -> static shared memory bytes its code object declares (Plan.static_shared)
+    static_shared: Mapping[str, int] = field(default_factory=dict)
 
     def library_of(self, kernel: str) -> LibraryRef:
         ref = self.config.kernel(kernel)
         assert ref is not None, kernel
         return self.libraries[ref.library]
+
+    def plan(self, **options: Any) -> Plan:
+        """A new :class:`Plan` of this function (``options``: its limits and alignment)."""
+        return Plan(self.config, self.signatures, static_shared=self.static_shared, **options)
 
 
 @dataclass
