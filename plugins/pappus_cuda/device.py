@@ -393,9 +393,16 @@ class CudaDevice(GpuDevice):
             self._dirty_shared = self._dirty_shared or static_shared + shared > 0
             self._dirty_local = max(self._dirty_local, local)
             self._dirty_registers = True
+        # A launch can report an earlier kernel's fault (launches are asynchronous): a fault
+        # names every kernel since the last synchronize, as synchronize() does.
         self._call("cuLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz, shared, 0, params, extra,
-                   kernel=kernel.name)
+                   kernel=self._launched_since_sync())
         self.launches += 1
+
+    def _launched_since_sync(self) -> str | None:
+        """The kernels launched since the last synchronize, each once: the one a fault names."""
+        launched = list(dict.fromkeys(self._launched))
+        return ", ".join(launched) or None
 
     def clear_private_state(self) -> None:
         """After an invocation: clear the registers, shared and local memory its kernels used
@@ -412,10 +419,8 @@ class CudaDevice(GpuDevice):
 
     def synchronize(self) -> None:
         self._require_open()
-        launched = list(dict.fromkeys(self._launched))
         try:
-            self._call("cuCtxSynchronize",
-                       kernel=launched[0] if len(launched) == 1 else (", ".join(launched) or None))
+            self._call("cuCtxSynchronize", kernel=self._launched_since_sync())
         finally:
             self._pending.clear()
             self._launched.clear()

@@ -205,6 +205,23 @@ def test_fault_is_sticky_and_reset_refuses_in_process(opened, code_objects):
                           (struct.pack("<Q", base), struct.pack("<Q", 64), b"\x07")))
 
 
+def test_a_fault_reported_at_a_later_launch_names_the_kernels_since_the_last_synchronize(opened, code_objects):
+    """Launches are asynchronous: a driver may report a kernel's fault at the next launch. The
+    fault then names every kernel since the last synchronize, not only the one being launched."""
+    _, dev, _ = opened()
+    base = dev.reserve(1 << 16)
+    module = dev.load_module(image(code_objects.get("fault", "sm_90")))
+    oob, fill = dev.get_kernel(module, "oob_write"), dev.get_kernel(module, "fill_u8")
+    dev.launch(Launch("oob_write", oob, (1, 1, 1), (1, 1, 1), 0,
+                      (struct.pack("<Q", base), struct.pack("<Q", 1 << 40), struct.pack("<q", 1))))
+    with pytest.raises(KernelFault) as info:
+        dev.launch(Launch("fill_u8", fill, (1, 1, 1), (64, 1, 1), 0,
+                          (struct.pack("<Q", base), struct.pack("<Q", 64), b"\x07")))
+    assert info.value.fields["status"] == "CUDA_ERROR_ILLEGAL_ADDRESS" and info.value.fields["api"] == "cuLaunchKernel"
+    assert info.value.fields["kernel"] == "oob_write, fill_u8"
+    assert not dev.healthy
+
+
 def test_reset_of_a_healthy_device_makes_a_new_context_and_pool(opened, code_objects):
     fake, dev, _ = opened()
     base = dev.reserve(1 << 16)
