@@ -194,7 +194,6 @@ class CudaDevice(GpuDevice):
         self._retains = 0
         self.arch: str | None = None
         self.heap_limit_notes: list[str] = []
-        self._launched: list[str] = []  # kernels enqueued since the last synchronize
         self.resets = 0
         self.last_reset_seconds: float | None = None
 
@@ -377,8 +376,7 @@ class CudaDevice(GpuDevice):
                 self._call("cuFuncSetAttribute", kernel.function, attr, shared, kernel=kernel.name)
                 limit = shared
             kernel.dynamic_shared_limit = limit
-        self._pending.append(packed)
-        self._launched.append(kernel.name)
+        names = self._enqueued(kernel.name, packed)
         gx, gy, gz = launch.grid
         bx, by, bz = launch.block
         if self.launch_params == "buffer":
@@ -393,16 +391,9 @@ class CudaDevice(GpuDevice):
             self._dirty_shared = self._dirty_shared or static_shared + shared > 0
             self._dirty_local = max(self._dirty_local, local)
             self._dirty_registers = True
-        # A launch can report an earlier kernel's fault (launches are asynchronous): a fault
-        # names every kernel since the last synchronize, as synchronize() does.
         self._call("cuLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz, shared, 0, params, extra,
-                   kernel=self._launched_since_sync())
+                   kernel=names)
         self.launches += 1
-
-    def _launched_since_sync(self) -> str | None:
-        """The kernels launched since the last synchronize, each once: the one a fault names."""
-        launched = list(dict.fromkeys(self._launched))
-        return ", ".join(launched) or None
 
     def clear_private_state(self) -> None:
         """After an invocation: clear the registers, shared and local memory its kernels used
@@ -422,8 +413,7 @@ class CudaDevice(GpuDevice):
         try:
             self._call("cuCtxSynchronize", kernel=self._launched_since_sync())
         finally:
-            self._pending.clear()
-            self._launched.clear()
+            self._synchronized()
 
     # --- heap limit ------------------------------------------------------------------------------
 
@@ -476,8 +466,7 @@ class CudaDevice(GpuDevice):
                                       "the engine replaces the worker process")
         started = time.perf_counter()
         pool_bytes = self.pool_bytes
-        self._pending.clear()
-        self._launched.clear()
+        self._synchronized()
         self._generation += 1  # every module, kernel and per-thread current context is now stale
         self._pool, self.base, self._scrubber = None, 0, None
         try:
@@ -521,7 +510,7 @@ class CudaDevice(GpuDevice):
             self._pool, self.base, self._opened, self._scrubber = None, 0, False, None
             self._context_replaced()
             self._modules.clear()
-            self._pending.clear()
+            self._synchronized()
 
 
 def create_device(**options: Any) -> CudaDevice:

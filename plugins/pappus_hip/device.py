@@ -241,20 +241,23 @@ class HipDevice(GpuDevice):
                 getattr(hip, "HIP_LAUNCH_PARAM_BUFFER_POINTER", _BUFFER_POINTER), ctypes.addressof(buf),
                 getattr(hip, "HIP_LAUNCH_PARAM_BUFFER_SIZE", _BUFFER_SIZE), ctypes.addressof(size),
                 getattr(hip, "HIP_LAUNCH_PARAM_END", _END))
-            self._pending.append((buf, size, config))
+            arguments: Any = (buf, size, config)
             extra = ctypes.addressof(config)
+        else:
+            arguments = None
+        names = self._enqueued(kernel.name, arguments)
         gx, gy, gz = launch.grid
         bx, by, bz = launch.block
         self._call("hipModuleLaunchKernel", kernel.function, gx, gy, gz, bx, by, bz,
-                   launch.shared_mem_bytes, None, None, extra, kernel=launch.kernel)
+                   launch.shared_mem_bytes, None, None, extra, kernel=names)
         self.launches += 1
 
     def synchronize(self) -> None:
         self._require_open()
         try:
-            self._call("hipDeviceSynchronize")
+            self._call("hipDeviceSynchronize", kernel=self._launched_since_sync())
         finally:
-            self._pending.clear()
+            self._synchronized()
 
     def set_malloc_heap_limit(self, nbytes: int) -> int:
         self._require_open()
@@ -272,7 +275,7 @@ class HipDevice(GpuDevice):
         """
         if not self._opened:
             raise DeviceError("the HIP device is not open", api="hipDeviceReset", status="not_open")
-        self._pending.clear()
+        self._synchronized()
         self._generation += 1  # every module, kernel and per-thread current device is now stale
         old_base = self.pool_base
         self._pool, self.base = None, 0
@@ -298,7 +301,7 @@ class HipDevice(GpuDevice):
             self._pool, self.base, self._opened = None, 0, False
             self._context_replaced()
             self._modules.clear()
-            self._pending.clear()
+            self._synchronized()
 
 
 def create_device(**options: Any) -> HipDevice:

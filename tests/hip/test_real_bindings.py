@@ -333,6 +333,7 @@ def scenario_fault_and_reset(stub: Stub, hsaco: Path) -> None:
     fault = _raises(KernelFault, dev.synchronize)
     assert "hipDeviceSynchronize failed: hipErrorIllegalAddress (700)" in str(fault), fault
     assert fault.reasons == ["illegal_address"] and not dev.healthy
+    assert fault.kernel == "bounded_fill"  # the kernels since the last synchronize
     fault = _raises(KernelFault, launch, base)  # sticky: the next launch fails too
     assert fault.kernel == "bounded_fill" and fault.status == "hipErrorIllegalAddress"
 

@@ -135,6 +135,7 @@ class GpuDevice(DeviceAPI):
         self.pool_bytes = 0
         self.heap_limit: int | None = None
         self._pending: list[Any] = []  # launch argument buffers, alive until synchronize
+        self._launched: list[str] = []  # kernels enqueued since the last synchronize
         self._modules: list[LoadedModule] = []
         self.loads = 0
         self.launches = 0
@@ -336,3 +337,21 @@ class GpuDevice(DeviceAPI):
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    def _enqueued(self, kernel: str, arguments: Any = None) -> str | None:
+        """Note a launch about to be enqueued (and keep its argument buffers alive until the next
+        synchronize); returns what a fault reported now names: every kernel since the last
+        synchronize, each once. Launches are asynchronous, so a launch or a synchronize may
+        report any of them."""
+        if arguments is not None:
+            self._pending.append(arguments)
+        self._launched.append(kernel)
+        return self._launched_since_sync()
+
+    def _launched_since_sync(self) -> str | None:
+        return ", ".join(dict.fromkeys(self._launched)) or None
+
+    def _synchronized(self) -> None:
+        """The queue is empty (synchronized, or the context is gone): forget its launches."""
+        self._pending.clear()
+        self._launched.clear()
