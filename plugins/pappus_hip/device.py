@@ -296,7 +296,19 @@ class HipDevice(GpuDevice):
         if not self._opened:
             return
         try:
-            self._release_modules_and_pool()
+            if self._healthy:
+                self._release_modules_and_pool()
+            else:
+                # HIP keeps the primary context, and its fault, in this process after we let go:
+                # reset it (which frees everything in it) so the next device here starts clean.
+                try:
+                    self._ensure_current()
+                except PappusError:
+                    pass  # the reset applies to the thread's current device: try it anyway
+                try:
+                    self._call("hipDeviceReset")
+                except PappusError:
+                    log.warning("hipDeviceReset on close after a fault failed", exc_info=True)
         finally:
             self._pool, self.base, self._opened = None, 0, False
             self._context_replaced()

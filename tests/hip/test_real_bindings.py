@@ -397,7 +397,7 @@ def scenario_fault_statuses(stub: Stub, _: Path) -> None:
 
 
 def scenario_close(stub: Stub, hsaco: Path) -> None:
-    from pappus.errors import DeviceError
+    from pappus.errors import DeviceError, KernelFault
     from pappus_hip.device import HipDevice
 
     data = hsaco.read_bytes()
@@ -420,6 +420,23 @@ def scenario_close(stub: Stub, hsaco: Path) -> None:
     dev.reserve(4096)
     dev.close()
     assert stub.count("allocations") == 0
+
+    # Closed while faulted (the engine replaces a device whose reset failed): HIP keeps the
+    # primary context, and its fault, in the process, so close resets it: a new device of the
+    # same GPU in this process starts clean.
+    dev = HipDevice()
+    dev.open()
+    dev.reserve(4096)
+    stub.fail_next_sync(700)  # hipErrorIllegalAddress
+    _raises(KernelFault, dev.synchronize)
+    dev.close()
+    assert stub.count("allocations") == 0 and stub.count("resets") == 1
+    dev = HipDevice()
+    dev.open()
+    dev.reserve(4096)
+    dev.synchronize()
+    assert dev.healthy
+    dev.close()
 
 
 def scenario_threads(stub: Stub, hsaco: Path) -> None:
