@@ -72,8 +72,18 @@ class BackendRegistry:
         try:
             return self._backends[name]
         except KeyError:
-            raise BackendNotInstalled(name, f"{name!r} is not an installed backend "
-                                 f"(installed: {', '.join(self.names()) or 'none'})") from None
+            raise BackendNotInstalled(name, self.not_installed(name)) from None
+
+    def not_installed(self, name: str, give: str = "{}") -> str:
+        """Why ``name`` is no backend here: what is installed, and for an engine's name
+        (``cpu-sequential``), its backend, spelt with ``give`` as the caller takes it
+        (``"--backend {}"``, ``"backend={}"``)."""
+        shown = name[:40]
+        message = f"{shown!r} is not an installed backend (installed: {', '.join(self.names()) or 'none'})"
+        base, sep, _ = name.rpartition("-")
+        if sep and base in self._backends:
+            message += f"; {shown!r} is an engine, give its backend: {give.format(base)}"
+        return message
 
     def owner(self, name: str) -> str:
         return self._owner[name]

@@ -245,6 +245,14 @@ def test_an_engine_of_no_installed_backend_says_so(tmp_path):
         assert "unavailable" not in err, err
 
 
+def test_conformance_given_an_engine_for_a_backend_names_the_backend():
+    err = run_cli("conformance", "--backend", "host-sequential").stderr
+    assert err.strip() == ("pappus: error: --backend: 'host-sequential' is not an installed backend (installed: "
+                           f"{err.split('(installed: ')[1].split(')')[0]}); 'host-sequential' is an engine, give its "
+                           "backend: host"), err
+    assert "is an engine" not in run_cli("conformance", "--backend", "nope").stderr
+
+
 def test_a_library_the_config_names_but_not_given_says_what_was_given(tmp_path):
     lib = tmp_path / "m.json"
     lib.write_bytes(HOST_LIB)

@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if isinstance(exc, ValidationError) and len(exc.errors) > 1:
             what = exc.fields.get("what", "config")
-            print(f"pappus: {what} {'are' if what == 'arguments' else 'is'} invalid ({len(exc.errors)} problems):",
+            verb = "are" if what.endswith(("arguments", "settings")) else "is"
+            print(f"pappus: {what} {verb} invalid ({len(exc.errors)} problems):",
                   file=sys.stderr)
             for err in exc.errors:
                 print(f"  {err}", file=sys.stderr)

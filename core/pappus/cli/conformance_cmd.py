@@ -57,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..plugins import get_plugins
 
-    backend = get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
+    plugins = get_plugins()
+    plugins.load()
+    if args.backend not in plugins.backends:  # a clear error here, not in pytest
+        raise ValueError(f"--backend: {plugins.backends.not_installed(args.backend, '{}')}")
+    backend = plugins.backend(args.backend)
     try:
         kind = backend.engine_kind(args.engine) if args.engine else None
     except ValueError as exc:

@@ -170,14 +170,10 @@ class Api:
         names = plugins.backends.names()
         if backend in names:
             return backend
-        installed = f"installed: {', '.join(names) or 'none'}"
         if not backend:
-            message = f"must name a backend ({installed})"
+            message = f"must name a backend (installed: {', '.join(names) or 'none'})"
         else:
-            message = f"{backend[:40]!r} is not an installed backend ({installed})"
-            base, sep, _ = backend.rpartition("-")
-            if sep and base in names:
-                message += f"; {backend[:40]!r} is an engine, give its backend: backend={base}"
+            message = plugins.backends.not_installed(backend, "backend={}")
         raise ValidationError(FieldError("backend", message), what="request")
 
     async def list_libraries(self, request: Request, tenant: str) -> Response:
