@@ -84,6 +84,24 @@ def test_run_command_end_to_end(tmp_path):
     assert (b == a @ a.T + 2).all()
 
 
+def test_a_wrong_output_directory_is_named_before_anything_runs(tmp_path):
+    cfg = tmp_path / "mm.json"
+    cfg.write_text(json.dumps(matmul_config(repeat=1)))
+    lib = tmp_path / "m.json"
+    lib.write_bytes(HOST_LIB)
+    np.save(tmp_path / "a.npy", np.arange(16, dtype=np.int64).reshape(4, 4))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    run = ["run", str(cfg), "--library", f"m={lib}", "--input", f"A={tmp_path / 'a.npy'}", "--engine", "host-sequential"]
+    res = run_cli(*run, "-o", str(afile))
+    assert res.returncode == 1 and res.stderr == f"pappus: error: -o: {str(afile)!r} is a file, not a directory\n"
+    assert res.stdout == ""  # nothing ran (it printed no output sizes)
+    res = run_cli(*run, "-o", str(afile / "sub"))
+    assert res.stderr.startswith(f"pappus: error: -o: cannot create {str(afile / 'sub')!r}: "), res.stderr
+    res = run_cli("build", str(tmp_path / "mm.json"), "-o", str(afile), "--targets", "cpu")
+    assert res.stderr == f"pappus: error: -o: {str(afile)!r} is a file, not a directory\n", res.stderr
+
+
 def test_errors_are_one_line_without_traceback(tmp_path):
     res = run_cli("run", str(tmp_path / "missing.json"), "--engine", "host-sequential")
     assert res.returncode == 1

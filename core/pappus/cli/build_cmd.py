@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, ValidationError
+from .common import output_dir
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -52,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise ValidationError(FieldError("--targets", "name at least one target"), what="arguments")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output)
     for _name, (backend, its_targets) in route(targets, list(get_plugins().backends)).items():
         for path in backend.build(source, out, its_targets):
-            print(path)
+            built = Path(path)  # shown under -o as the user gave it, whichever backend built it
+            print(out / built.name if built.resolve().parent == out.resolve() else built)
     return 0

@@ -84,6 +84,22 @@ def file_problem(path: str, exc: OSError) -> str:
     return f"cannot read {path!r}: {exc.strerror or exc}"
 
 
+def output_dir(path: str, option: str = "-o") -> Path:
+    """The output directory ``path``, created now (parents too) and checked writable: a wrong
+    ``-o`` is named before any work, not after it."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValidationError(FieldError(option, f"{path!r} is a file, not a directory"), what="arguments")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(FieldError(option, f"cannot create {path!r}: {exc.strerror or exc}"),
+                              what="arguments") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValidationError(FieldError(option, f"{path!r} is not writable"), what="arguments")
+    return out
+
+
 def read_named_files(values: list[str] | None, option: str,
                      reader: Callable[[str], bytes]) -> dict[str, bytes]:
     """``--input A=a.npy`` style options read with ``reader``; every unreadable file is named with its option:

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import FieldError, LibraryError, ValidationError
 from .common import (
     add_runtime_options,
+    output_dir,
     read_input,
     read_library_file,
     read_named_files,
@@ -42,6 +43,7 @@ def add_parser(sub: Any, formatter: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     libs = read_named_files(args.library, "--library", read_library_file)
     inputs = read_named_files(args.input, "--input", read_input)
+    out = output_dir(args.output) if args.output else None
     with tempfile.TemporaryDirectory(prefix="pappus-run-") as tmp:
         if args.state_dir is None:
             args.state_dir = tmp
@@ -65,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 times.append(time.perf_counter() - t0)
     for out_name, data in outputs.items():
         line = f"{out_name}: {len(data)} bytes"
-        if args.output:
-            out = Path(args.output)
-            out.mkdir(parents=True, exist_ok=True)
+        if out is not None:
             (out / f"{out_name}.bin").write_bytes(data)
             line += f" -> {out / (out_name + '.bin')}"
         print(line)
