@@ -102,6 +102,16 @@ def test_a_wrong_output_directory_is_named_before_anything_runs(tmp_path):
     assert res.stderr == f"pappus: error: -o: {str(afile)!r} is a file, not a directory\n", res.stderr
 
 
+def test_an_unknown_option_is_reported_by_its_command_with_a_suggestion():
+    res = run_cli("tenant", "add", "bob", "--quotaa", "x=1")
+    assert res.returncode == 2
+    assert res.stderr.startswith("usage: pappus tenant add "), res.stderr
+    assert res.stderr.splitlines()[-1] == ("pappus tenant add: error: unrecognized arguments: --quotaa x=1 "
+                                           "(--quotaa: did you mean --quota?)")
+    last = run_cli("run", "f.json", "--jsn").stderr.splitlines()[-1]
+    assert last == "pappus run: error: unrecognized arguments: --jsn", last  # nothing close: no guess
+
+
 def test_errors_are_one_line_without_traceback(tmp_path):
     res = run_cli("run", str(tmp_path / "missing.json"), "--engine", "host-sequential")
     assert res.returncode == 1
@@ -280,6 +290,8 @@ def test_a_library_the_config_names_but_not_given_says_what_was_given(tmp_path):
     np.save(a, np.zeros((4, 4), np.int64))
     err = run_cli("run", str(cfg), "--library", f"mat={lib}", "--input", f"A={a}", "--engine", "host-sequential").stderr
     assert "library 'matmul' is not registered" in err and "--library gave 'mat'" in err, err
+    err = run_cli("validate", str(cfg), "--library", f"mat={lib}", "--backend", "host").stderr
+    assert "library 'matmul' is named by the config but not given with --library (--library gave 'mat')" in err, err
 
 
 @pytest.mark.parametrize("argv, option, says", [

@@ -62,9 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` chose: ``pappus tenant add``'s, not ``pappus``'s."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None or chosen not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, but an unknown option is reported by its command's parser (its usage,
+    not ``pappus``'s), with the option it was probably meant to be."""
+    from ..config.parser import did_you_mean
+
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = _command_parser(parser, args)
+        options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for extra in extras:
+            close = did_you_mean(extra.split("=", 1)[0], options) if extra.startswith("--") else None
+            if close:
+                hints.append(f"{extra.split('=', 1)[0]}: did you mean {close}?")
+        command.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 errors.append(FieldError(f"--library {name}", file_problem(path, exc)))
         missing = [lib for lib in config.libraries if lib not in libs]
-        errors += [FieldError("library", f"library {lib!r} is named by the config but not given with --library")
-                   for lib in missing]
+        given = ", ".join(repr(n) for n in libs) or "none"
+        errors += [FieldError("library", f"library {lib!r} is named by the config but not given with --library "
+                                         f"(--library gave {given})") for lib in missing]
         if not errors:
             errors = check_function_against_libraries(config, infos, heap_limit=args.heap_limit, device=device)
         if errors:
