@@ -165,3 +165,24 @@ def test_an_address_in_use_is_named_and_nothing_else_is_blamed_on_it(tmp_path):
         taken.close()
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.stderr
+
+
+def _ready_line(state, *args: str) -> str:
+    env = dict(os.environ, PAPPUS_HOME=str(state), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(serve_command("--engine", "host-sequential", "--state-dir", str(state), *args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        return proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_the_ready_line_says_when_no_tenant_can_get_in(tmp_path):
+    line = _ready_line(tmp_path)
+    assert "pappus: serving on http://127.0.0.1:" in line, line
+    assert "no tenant yet, so every request gets 401: pappus tenant add NAME" in line, line
+    add_tenants(tmp_path, "alice")
+    line = _ready_line(tmp_path)
+    assert line.rstrip().endswith("(engine host-sequential, bearer tokens)"), line

@@ -60,6 +60,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _has_tenants(runtime: Any) -> bool:
+    tenants = getattr(runtime, "tenants", None)
+    try:
+        return tenants is None or bool(tenants.list_tenants())
+    except Exception:  # a store that cannot be read is reported where it is used
+        return True
+
+
 def run(settings: ServeSettings, *, out: TextIO | None = None,
         runtime_factory: Callable[[ServeSettings], Any] | None = None,
         describe: Callable[[Any], str] | None = None) -> int:
@@ -88,6 +96,8 @@ def run(settings: ServeSettings, *, out: TextIO | None = None,
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     auth = "no authentication, every caller is tenant 'default'" if settings.no_auth else "bearer tokens"
+    if not settings.no_auth and not _has_tenants(runtime):
+        auth += "; no tenant yet, so every request gets 401: pappus tenant add NAME (taken up at once)"
     what = describe(runtime) if describe else f"engine {settings.engine}"
     print(f"pappus: serving on http://{shown}:{port} ({what}, {auth})", file=out, flush=True)
     try:
