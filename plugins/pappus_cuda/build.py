@@ -22,22 +22,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pappus.errors import PappusError
+from pappus.errors import BuildError as CoreBuildError
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 SHIM_HEADERS = ("hip/hip_runtime.h", "hip/hip_runtime_api.h")
 _TARGET_RE = re.compile(r"(sm|compute)_(\d{2,3})([af]?)")
 
 
-class BuildError(PappusError):
-    """The compiler is missing, or it rejected the source."""
-
-    code = "build_error"
-    http_status = 422
+class BuildError(CoreBuildError):
+    """Core's :class:`~pappus.errors.BuildError` (at ``path``: ``source`` or ``targets``), saying
+    also which source file and which compiler (fields ``source``, ``compiler``, ``output``)."""
 
     def __init__(self, message: str, *, source: str | None = None, compiler: str | None = None,
-                 output: str | None = None) -> None:
-        super().__init__(message, source=source, compiler=compiler, output=output)
+                 output: str | None = None, path: str = "source") -> None:
+        super().__init__(message, path=path, output=output)
+        self.fields.update(source=source, compiler=compiler, output=output)
 
 
 def find_nvcc() -> str | None:
@@ -73,12 +72,12 @@ def nvrtc_available() -> str | None:
 def check_targets(targets: Sequence[str], source: str) -> list[str]:
     targets = [t.strip() for t in targets if t.strip()]
     if not targets:
-        raise BuildError("no target given (e.g. sm_90 for a cubin, compute_90 for PTX)", source=source)
+        raise BuildError("no target given (e.g. sm_90 for a cubin, compute_90 for PTX)", source=source, path="targets")
     for t in targets:
         if not _TARGET_RE.fullmatch(t):
-            raise BuildError(f"{t!r} is not an NVIDIA target (expected sm_XX or compute_XX, e.g. sm_90)", source=source)
+            raise BuildError(f"{t!r} is not an NVIDIA target (expected sm_XX or compute_XX, e.g. sm_90)", source=source, path="targets")
     if len(set(targets)) != len(targets):
-        raise BuildError(f"a target is named twice in {', '.join(targets)}", source=source)
+        raise BuildError(f"a target is named twice in {', '.join(targets)}", source=source, path="targets")
     return targets
 
 
@@ -135,7 +134,8 @@ def _nvcc(nvcc: str, src: Path, out: Path, stem: str, targets: list[str], optimi
         output = (proc.stderr or proc.stdout or "").strip()
         first = next((line for line in output.splitlines() if "error" in line), output.splitlines()[0] if output else "")
         raise BuildError(f"nvcc failed on {src.name} (exit {proc.returncode}): {first[:300]}", source=str(src),
-                         compiler=nvcc, output=output[-4000:])
+                         compiler=nvcc, output=output[-4000:],
+                         path="targets" if "Unsupported gpu architecture" in output else "source")
     return path
 
 

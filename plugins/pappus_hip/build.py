@@ -76,7 +76,7 @@ def build_hsaco(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
             output = (proc.stderr or proc.stdout or "").strip()
             first = next((line for line in output.splitlines() if "error" in line), output.splitlines()[0] if output else "")
             raise BuildError(f"hipcc failed on {src.name} (exit {proc.returncode}): {first[:300]}",
-                             output=output[-4000:])
+                             path="targets" if "invalid target ID" in output else "source", output=output[-4000:])
         written.append(path)
     return written
 

@@ -13,8 +13,9 @@ from .conftest import KERNELS
 
 def test_target_names_are_checked(tmp_path):
     for bad in ([], ["gfx90a"], ["sm90"], ["sm_90", "sm_90"], ["cpu"]):
-        with pytest.raises(BuildError):
+        with pytest.raises(BuildError) as info:
             check_targets(bad, "x.hip")
+        assert info.value.errors[0].path == "targets" and info.value.fields["source"] == "x.hip"
     assert check_targets(["sm_90", "compute_80", "sm_90a", "sm_100f"], "x.hip")
 
 
@@ -41,7 +42,7 @@ def test_compile_errors_are_reported_with_the_compiler_line(nvcc, tmp_path):
     src.write_text('#include <hip/hip_runtime.h>\nextern "C" __global__ void k(int* p) { p[0] = undefined_name; }\n')
     with pytest.raises(BuildError, match="nvcc failed on bad.hip.*undefined_name") as info:
         build_cuda(src, tmp_path, ["sm_90"])
-    assert "undefined_name" in info.value.fields["output"]
+    assert "undefined_name" in info.value.fields["output"] and info.value.errors[0].path == "source"
 
 
 def test_amd_only_intrinsics_fail_to_compile(nvcc, tmp_path):

@@ -65,7 +65,21 @@ def test_build_reports_compiler_errors(hipcc, tmp_path):
     src.write_text('extern "C" __global__ void k() { this is not c++; }\n')
     with pytest.raises(BuildError, match="hipcc failed on broken.hip") as exc:
         build_hsaco(src, tmp_path, ["gfx90a"])
-    assert "error" in exc.value.output
+    assert "error" in exc.value.output and exc.value.errors[0].path == "source"
+
+
+def test_a_target_hipcc_does_not_know_is_blamed_on_targets(hipcc, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "ok.hip"
+    src.write_text('#include <hip/hip_runtime.h>\nextern "C" __global__ void k(int* p) { p[0] = 1; }\n')
+    with pytest.raises(BuildError) as exc:
+        build_hsaco(src, tmp_path, ["gfx90"])
+    assert exc.value.errors[0].path == "targets" and "invalid target ID 'gfx90'" in str(exc.value)
+    res = subprocess.run([sys.executable, "-m", "pappus", "build", str(src), "--targets", "gfx90", "-o",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and res.stderr.startswith("pappus: error: --targets: hipcc failed on ok.hip"), res.stderr
 
 
 def test_driver_target_from_configuration(monkeypatch, code_objects):

@@ -55,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValidationError(FieldError("--targets", "name at least one target"), what="arguments")
     out = output_dir(args.output)
     for _name, (backend, its_targets) in route(targets, list(get_plugins().backends)).items():
-        for path in backend.build(source, out, its_targets):
+        try:
+            built_paths = backend.build(source, out, its_targets)
+        except ValidationError as exc:  # a compiler's "no such GPU" is about --targets
+            raise exc.reworded(paths=[("targets", "--targets")]) from None
+        for path in built_paths:
             built = Path(path)  # shown under -o as the user gave it, whichever backend built it
             print(out / built.name if built.resolve().parent == out.resolve() else built)
     return 0
