@@ -110,7 +110,9 @@ def test_killed_actor_fails_only_in_flight_and_retries_never_started(rt, workloa
     assert moved, "invocations queued for the dead actor had not started: they must move and succeed"
     wait_for(lambda: rt.actors()[0].state == "ready" and rt.actors()[0].generation == info.generation + 1,
              timeout=120, what="the replacement actor")
-    assert {a.node for a in rt.actors()} == node_ids()
+    # on whatever node has room (docs/cluster.md, Replacement): SPREAD does not promise the node
+    # the dead actor left, so both actors may now share one (the node-loss test pins them by resource)
+    assert rt.actors()[0].node in node_ids()
     later = [rt.invoke_async(workloads["matmul128"].function, workloads["matmul128"].inputs(1)) for _ in range(20)]
     assert all(e is None for e in outcomes(later))
 
@@ -188,7 +190,9 @@ def test_node_lost_mid_load_then_replaced_on_a_new_node(cluster, workloads, tmp_
         index = next(a.index for a in rt.actors() if a.node == extra.node_id)
         victim = rt._slots[index]
         inputs = [wl.inputs(seed) for seed in range(3)]
-        futures = [rt.invoke_async(wl.function, inputs[i % 3]) for i in range(45)]
+        # enough work that the victim is still busy when its raylet is gone (removing a node
+        # takes a while on a slow host: 45 invocations could all finish first, none lost)
+        futures = [rt.invoke_async(wl.function, inputs[i % 3]) for i in range(150)]
         wait_for(lambda: victim.in_flight and len(victim.queue) >= 2, what="a busy actor with a queue")
         label = victim.label
         cluster.remove_node(extra, allow_graceful=False)
