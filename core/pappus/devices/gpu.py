@@ -135,7 +135,9 @@ class GpuDevice(DeviceAPI):
         self.pool_bytes = 0
         self.heap_limit: int | None = None
         self._pending: list[Any] = []  # launch argument buffers, alive until synchronize
-        self._launched: list[str] = []  # kernels enqueued since the last synchronize
+        # kernels enqueued since the last synchronize, each once, and that list as a fault names it
+        self._launched: dict[str, None] = {}
+        self._launched_names: str | None = None
         self._modules: list[LoadedModule] = []
         self.loads = 0
         self.launches = 0
@@ -345,13 +347,16 @@ class GpuDevice(DeviceAPI):
         report any of them."""
         if arguments is not None:
             self._pending.append(arguments)
-        self._launched.append(kernel)
-        return self._launched_since_sync()
+        if kernel not in self._launched:  # joined once per new name, not once per launch
+            self._launched[kernel] = None
+            self._launched_names = ", ".join(self._launched)
+        return self._launched_names
 
     def _launched_since_sync(self) -> str | None:
-        return ", ".join(dict.fromkeys(self._launched)) or None
+        return self._launched_names
 
     def _synchronized(self) -> None:
         """The queue is empty (synchronized, or the context is gone): forget its launches."""
         self._pending.clear()
         self._launched.clear()
+        self._launched_names = None
