@@ -84,6 +84,12 @@ def file_problem(path: str, exc: OSError) -> str:
     return f"cannot read {path!r}: {exc.strerror or exc}"
 
 
+def gave(option: str, names: Any) -> str:
+    """``--library gave 'a', 'b'`` (``none`` when it gave nothing): for a message about a name
+    that ``option`` did not give."""
+    return f"{option} gave {', '.join(repr(n) for n in names) or 'none'}"
+
+
 def output_dir(path: str, option: str = "-o") -> Path:
     """The output directory ``path``, created now (parents too) and checked writable: a wrong
     ``-o`` is named before any work, not after it."""

@@ -55,13 +55,13 @@ def xdist_args(jobs: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import pytest
 
+    from ..errors import BackendNotInstalled
     from ..plugins import get_plugins
 
-    plugins = get_plugins()
-    plugins.load()
-    if args.backend not in plugins.backends:  # a clear error here, not in pytest
-        raise ValueError(f"--backend: {plugins.backends.not_installed(args.backend, '{}')}")
-    backend = plugins.backend(args.backend)
+    try:
+        backend = get_plugins().backend(args.backend)  # an unknown backend is a clear error here, not in pytest
+    except BackendNotInstalled as exc:  # the registry's words (an engine's name gets its backend's)
+        raise ValueError(f"--backend: {exc.fields['reason']}") from None
     try:
         kind = backend.engine_kind(args.engine) if args.engine else None
     except ValueError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import FieldError, LibraryError, ValidationError
 from .common import (
     add_runtime_options,
+    gave,
     output_dir,
     read_input,
     read_library_file,
@@ -85,7 +86,6 @@ def _name_given_libraries(exc: ValidationError, given: list[str]) -> ValidationE
 
     if not any(unregistered(e) for e in exc.errors):
         return exc
-    names = ", ".join(repr(n) for n in given) if given else "none"
-    errors = [FieldError(e.path, f"{e.message} (the config names it; --library gave {names})")
+    errors = [FieldError(e.path, f"{e.message} (the config names it; {gave('--library', given)})")
               if unregistered(e) else e for e in exc.errors]
     return ValidationError(errors, what=exc.fields.get("what", "config"))

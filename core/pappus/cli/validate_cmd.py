@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, LibraryError, ValidationError
-from .common import backend_reading, file_problem, pairs, read_library_file, whole_number
+from .common import backend_reading, file_problem, gave, pairs, read_library_file, whole_number
 
 
 def add_parser(sub: Any, formatter: Any) -> None:
@@ -53,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 errors.append(FieldError(f"--library {name}", file_problem(path, exc)))
         missing = [lib for lib in config.libraries if lib not in libs]
-        given = ", ".join(repr(n) for n in libs) or "none"
         errors += [FieldError("library", f"library {lib!r} is named by the config but not given with --library "
-                                         f"(--library gave {given})") for lib in missing]
+                                         f"({gave('--library', libs)})") for lib in missing]
         if not errors:
             errors = check_function_against_libraries(config, infos, heap_limit=args.heap_limit, device=device)
         if errors:
