@@ -24,7 +24,8 @@ PROPERTIES = {
     "bounded_execution": Property("watchdog", "a kernel that never ends is stopped at its deadline"),
     "no_host_escape": Property("sandbox", "kernel code cannot make system calls or touch host memory"),
     "signatures": Property("signatures", "a launch that does not fit the kernel's real parameters is refused "
-                                         "at registration, every mismatch at its field, and never runs"),
+                                         "at registration, every mismatch at its field, and never runs; "
+                                         "one that fits gets every argument bit-exact"),
 }
 
 

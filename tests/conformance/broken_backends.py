@@ -19,6 +19,7 @@ from pappus.errors import DeviceError, KernelFault
 from pappus.hookspecs import hookimpl
 from pappus.interfaces import DeviceSpec
 from pappus.kernels import KernelParam, ParamKind
+from pappus.plan import Loop, Program
 from pappus_cpu import native
 from pappus_cpu.device import CpuDevice
 from pappus_cpu.driver import CpuDriver
@@ -178,6 +179,45 @@ class ShowsOtherModules(CpuDevice):
         super().__init__(**{**options, "hide_other_modules": False})
 
 
+class PacksArgumentsTogether(CpuDevice):
+    """Lays each launch's arguments out back to back, as a backend that builds a kernel-argument
+    buffer without the code object's offsets would, while the kernel reads each parameter at its
+    naturally aligned offset: after a narrow argument, the next ones arrive shifted (kernels
+    whose parameters are all 8 bytes, like affine's, are unaffected)."""
+
+    def run(self, program: Any) -> None:
+        super().run(Program(_repacked(tuple(program)), program.extent, program.start)
+                    if isinstance(program, Program) else _repacked(tuple(program)))
+
+
+def _repacked(steps: tuple[Any, ...]) -> tuple[Any, ...]:
+    out = []
+    for step in steps:
+        if isinstance(step, Loop):
+            out.append(replace(step, body=_repacked(step.body)))
+            continue
+        packed = b"".join(step.args) + bytes(8 * len(step.args))
+        args, at = [], 0
+        for arg in step.args:
+            at = -(-at // len(arg)) * len(arg) if arg else at  # where the kernel reads it
+            args.append(packed[at:at + len(arg)])
+            at += len(arg)
+        out.append(replace(step, args=tuple(args)))
+    return tuple(out)
+
+
+class PointersAsWords(CpuDriver):
+    """Reports every pointer parameter as an 8-byte unsigned integer: registration then lets a
+    launch pass any constant where the kernel dereferences an address."""
+
+    def inspect_library(self, data: bytes) -> Any:
+        info = super().inspect_library(data)
+        word = {ParamKind.POINTER: ParamKind.UINT}
+        return replace(info, kernels={k: replace(v, params=tuple(replace(p, kind=word.get(p.kind, p.kind))
+                                                                 for p in v.params))
+                                      for k, v in info.kernels.items()})
+
+
 class NoParams(CpuDriver):
     """Reports every kernel without its parameters."""
 
@@ -213,6 +253,8 @@ BROKEN = [
     replace(CPU_BACKEND, name="brokenhide", device=_spec("ShowsOtherModules")),
     replace(CPU_BACKEND, name="brokenparams", driver=NoParams()),
     replace(CPU_BACKEND, name="brokensizes", driver=WordSizedParams()),
+    replace(CPU_BACKEND, name="brokenlayout", device=_spec("PacksArgumentsTogether")),
+    replace(CPU_BACKEND, name="brokenkinds", driver=PointersAsWords()),
     replace(CPU_BACKEND, name="stalegap", known_gaps={"test_after_success": "pretends to fail, but passes"}),
     # Not broken: claims less. Without watchdog, zeroing and fault_containment each have a test
     # that needs a second capability (not_claimed) and must still be proven.

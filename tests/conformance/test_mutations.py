@@ -85,6 +85,12 @@ SOUND = "test_a_fitting_launch_registers_and_runs"
     # Every parameter an 8-byte word: right for the affine kernel, wrong for a 4-byte one.
     ("brokensizes", "signatures", "test_signatures or try_socket", ["test_a_narrow_parameter_takes_exactly_its_width"],
      [SOUND, "test_too_few_and_too_many", "test_an_argument_of_the_wrong_size", "test_every_mismatch", "try_socket"]),
+    # Arguments back to back where the kernel reads them aligned: only a narrow one shows it.
+    ("brokenlayout", "signatures", "test_signatures or try_socket", ["test_scalars_of_every_width_and_kind"],
+     [SOUND, "test_a_narrow_parameter_takes_exactly_its_width", "test_each_reported_kind", "try_socket"]),
+    # Pointers reported as plain words: every launch still runs right; only the kinds show it.
+    ("brokenkinds", "signatures", "test_signatures", ["test_each_reported_kind"],
+     [SOUND, "test_scalars_of_every_width_and_kind", "test_every_mismatch"]),
 ])
 def test_broken_isolation_is_caught(tmp_path, cpu_cache, backend, prop, selection, failing, passing):
     """bounded_execution, no_host_escape and signatures: the broken backend fails exactly the

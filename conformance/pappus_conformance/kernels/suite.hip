@@ -65,9 +65,10 @@ extern "C" __global__ void trap_now(uint8_t* p) {
     if (threadIdx.x == 0 && blockIdx.x == 0) { p[0] = 1; __builtin_trap(); }
 }
 
-// Runs until something stops it, writing to its buffer all the while.
+// Runs until something stops it, writing to its buffer all the while. (2^64 rounds is forever;
+// the loop's exit is there because hipcc 5.2 crashes on a loop it can prove infinite.)
 extern "C" __global__ void spin_writing(uint8_t* p, size_t n) {
-    for (uint64_t round = 1;; ++round) {
+    for (uint64_t round = 1; round != 0; ++round) {
         GRID_STRIDE(i, n) { ((volatile uint8_t*)p)[i] = (uint8_t)(round | 1u); }
     }
 }
@@ -75,4 +76,27 @@ extern "C" __global__ void spin_writing(uint8_t* p, size_t n) {
 // An honest, checkable workload: out[i] = a[i] * k + i.
 extern "C" __global__ void affine(const int64_t* a, int64_t* out, size_t count, int64_t k) {
     GRID_STRIDE(i, count) { out[i] = a[i] * k + (int64_t)i; }
+}
+
+// Copies the bytes of every scalar argument it received, in order and packed, into out: what
+// the backend delivered, of every width and kind, whatever padding the kernel's ABI puts
+// between them (a u16 after an i8, a double after a float).
+static __device__ void put_bytes(uint8_t* out, unsigned* at, const void* value, unsigned n) {
+    const uint8_t* bytes = (const uint8_t*)value;
+    for (unsigned i = 0; i < n; ++i) out[(*at)++] = bytes[i];
+}
+
+extern "C" __global__ void echo_scalars(uint8_t* out, int8_t a, uint16_t b, int32_t c, float d, uint64_t e,
+                                        double f, int16_t g, uint8_t h, uint32_t v) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    unsigned at = 0;
+    put_bytes(out, &at, &a, sizeof a);
+    put_bytes(out, &at, &b, sizeof b);
+    put_bytes(out, &at, &c, sizeof c);
+    put_bytes(out, &at, &d, sizeof d);
+    put_bytes(out, &at, &e, sizeof e);
+    put_bytes(out, &at, &f, sizeof f);
+    put_bytes(out, &at, &g, sizeof g);
+    put_bytes(out, &at, &h, sizeof h);
+    put_bytes(out, &at, &v, sizeof v);
 }
