@@ -183,7 +183,8 @@ class Runtime:
     def register_function(self, name: str, config: str | Path | bytes | Mapping[str, Any], *,
                           tenant: str = "default", format: str | None = None,
                           modules_dir: str | Path | None = None,
-                          input_sizes: Mapping[str, int] | None = None) -> FunctionRecord:
+                          input_sizes: Mapping[str, int] | None = None,
+                          engine: str | None = None) -> FunctionRecord:
         """Validate a function config against its libraries and store it under ``name``.
 
         ``format="dandelion"`` (or auto-detection) imports an upstream Dandelion config; its
@@ -193,7 +194,8 @@ class Runtime:
         registered library (docs/dandelion.md, "Modules registered already"), and a module that
         is not registered is a ``ValidationError`` at its entry. ``input_sizes`` (Dandelion
         configs only) declares the byte size callers send for an input, as ``import_dandelion``
-        takes it.
+        takes it. ``engine`` (Dandelion configs only, which cannot name one) is the engine the
+        function runs on, default this runtime's; its backend checks the modules.
         """
         problem = library_name_problem(name)
         if problem:
@@ -206,12 +208,17 @@ class Runtime:
             raise ValidationError(FieldError("format", f"unknown config format {format!r} (pappus, dandelion)"))
         if format == "dandelion" or (format is None and isinstance(doc, dict) and "schema" not in doc):
             doc, imported = self._import_dandelion(doc, config, modules_dir, tenant, explicit=format == "dandelion",
-                                                   input_sizes=input_sizes)
+                                                   input_sizes=input_sizes, engine=engine)
             if imported is not None:
                 source_format, notes = "dandelion", imported
-        if input_sizes and source_format != "dandelion":
-            raise ValidationError(FieldError("input_sizes", "applies to Dandelion configs only; a pappus config "
-                                                            "declares its input sizes itself"), what="function")
+                if engine is not None:
+                    doc = {**doc, "engine": engine}
+        not_dandelion = [FieldError(field, f"applies to Dandelion configs only; a pappus config {says}")
+                         for field, given, says in (("input_sizes", input_sizes, "declares its input sizes itself"),
+                                                    ("engine", engine, "names its engine itself (its 'engine' field)"))
+                         if given and source_format != "dandelion"]
+        if not_dandelion:
+            raise ValidationError(not_dandelion, what="function")
         engine = doc.get("engine") if isinstance(doc, dict) and isinstance(doc.get("engine"), str) else None
         engine_error: FieldError | None = None
         try:
@@ -277,7 +284,7 @@ class Runtime:
         return self.registry.list_functions(tenant)
 
     def _import_dandelion(self, doc: Any, source: Any, modules_dir: str | Path | None, tenant: str,
-                          explicit: bool, input_sizes: Mapping[str, int] | None = None
+                          explicit: bool, input_sizes: Mapping[str, int] | None = None, engine: str | None = None
                           ) -> tuple[Any, list[str] | None]:
         try:
             from .importers.dandelion import detect_dandelion, import_dandelion
@@ -287,6 +294,13 @@ class Runtime:
             return doc, None
         if not explicit and detect_dandelion(doc) is None:
             return doc, None
+        backend = self.backend
+        if engine is not None:  # its backend registers and reads the modules
+            try:
+                backend, _ = self._backend_for(engine)
+            except BackendUnavailable as exc:
+                raise ValidationError(FieldError("engine", f"{engine[:80]!r} is not an engine here: "
+                                                           f"{exc.fields['reason']}"), what="function") from None
         if modules_dir is None and isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
             modules_dir = Path(source).parent
         from .importers.dandelion import narrow_constants
@@ -306,11 +320,11 @@ class Runtime:
                                   input_sizes=input_sizes, registered=None if modules_dir else Registered())
         infos = {}
         for libname, path in result.libraries.items():
-            record = self.register_library(libname, path, tenant=tenant)
-            infos[libname] = self.library_info(self.backend, record)
+            record = self.register_library(libname, path, tenant=tenant, backend=backend.name)
+            infos[libname] = self.library_info(backend, record)
         for libname in result.registered:
             try:
-                infos[libname] = self.library_info(self.backend, self.registry.get_library(tenant, libname))
+                infos[libname] = self.library_info(backend, self.registry.get_library(tenant, libname))
             except (NotFound, LibraryError):
                 pass  # removed since, or not for this backend: the check against the libraries says so
         # Upstream passes every constant as an i64 and the kernel reads as many bytes as its

@@ -240,3 +240,35 @@ def test_register_function_takes_input_sizes(tmp_path, capsys, matmul_so) -> Non
     code, _, err = cli(capsys, "register", "function", "native", str(ROOT / "examples" / "matmul" / "matmul.json"),
                        "--input-size", "A=8", *state)
     assert code == 1 and "--input-size: applies to Dandelion configs only" in err
+
+
+def test_register_function_engine_picks_the_backend_that_reads_the_modules(tmp_path, matmul_so) -> None:
+    """``Runtime.register_function(..., engine=)``: a Dandelion config cannot name an engine, so
+    the caller does; that engine's backend registers and checks the modules, whatever the
+    runtime's own default engine is (here the host backend, which cannot read a CPU library)."""
+    import struct
+
+    import numpy as np
+
+    import pappus
+
+    libs = tmp_path / "libs"
+    config = matmul_at_config(libs, matmul_so, tmp_path / "configs")
+    with pappus.Runtime(engine="host-sequential", state_dir=tmp_path / "state") as rt:
+        with pytest.raises(ValidationError):
+            rt.register_function("mm", config, format="dandelion", modules_dir=libs)  # the host backend refuses matmul.so
+        with pytest.raises(ValidationError) as info:
+            rt.register_function("mm", config, format="dandelion", modules_dir=libs, engine="cpu-turbo")
+        assert [e.path for e in info.value.errors] == ["engine"]
+        rec = rt.register_function("mm", config, format="dandelion", modules_dir=libs, engine="cpu-sequential")
+        assert rec.engine == "cpu-sequential" and rec.config["engine"] == "cpu-sequential"
+        assert rt.registry.get_library("default", "matmul.so").backend == "cpu"
+        a = (np.arange(16, dtype=np.int64) % 5).reshape(4, 4)
+        out = rt.invoke("mm", {"cfg": struct.pack("<Q", 1), "A": a.tobytes()})
+        assert (np.frombuffer(out["B"], np.int64).reshape(4, 4) == a @ a.T).all()
+        # A pappus config names its engine itself.
+        with pytest.raises(ValidationError) as info:
+            rt.register_function("native", ROOT / "examples" / "matmul" / "matmul.json", engine="cpu-sequential")
+        assert [(e.path, e.message) for e in info.value.errors] == [
+            ("engine", "applies to Dandelion configs only; a pappus config names its engine itself (its 'engine' "
+                       "field)")]

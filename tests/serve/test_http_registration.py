@@ -1,7 +1,7 @@
 """The registration routes' query parameters over real HTTP: ``PUT /v1/functions/{name}
 ?format=dandelion`` importing an upstream config whose modules were uploaded as libraries
-first (and ``?input_size=NAME=BYTES``), ``PUT /v1/libraries/{name}?backend=NAME``, and unknown
-query parameters refused by name on every route."""
+first (and ``?input_size=NAME=BYTES``, ``?engine=NAME``), ``PUT /v1/libraries/{name}?backend=NAME``,
+and unknown query parameters refused by name on every route."""
 
 from __future__ import annotations
 
@@ -204,6 +204,37 @@ def test_input_size_declares_what_callers_send(server, matmul_so) -> None:
         assert [f["name"] for f in c.get("/v1/functions").json()["functions"]] == ["mm"]
 
 
+def test_engine_chooses_where_a_dandelion_config_runs(server, matmul_so) -> None:
+    config = json.dumps(modules_config())
+    with server.client(server.tokens["alice"]) as c:
+        assert c.put("/v1/libraries/matmul.so", content=matmul_so).status_code == 201
+        # Refused, each at the parameter, nothing stored: a pappus config names its own engine.
+        found = errors(c.put("/v1/functions/mm?engine=cpu-multiprocess", content=config))
+        assert found == {"engine": "applies to Dandelion configs only (?format=dandelion); a pappus config names "
+                                   "its engine itself (its 'engine' field)"}
+        found = errors(c.put("/v1/functions/mm?format=dandelion&engine=cpu-multiprocess&engine=cpu-sequential",
+                             content=config))
+        assert found == {"engine": "is given 2 times; give it once"}
+        found = errors(c.put("/v1/functions/mm?format=dandelion&engine=cpu-turbo", content=config))
+        assert list(found) == ["engine"] and found["engine"].startswith("'cpu-turbo' is not an engine here: ")
+        found = errors(c.put("/v1/functions/mm?format=dandelion&format=pappus&engine=cpu-multiprocess",
+                             content=config))
+        assert found == {"format": "is given 2 times; give it once"}  # which format it is, is not known
+        assert c.get("/v1/functions").json() == {"functions": []}
+
+        r = c.put("/v1/functions/mm?format=dandelion&engine=cpu-multiprocess", content=config)
+        assert r.status_code == 201, r.text
+        assert r.json()["engine"] == "cpu-multiprocess"
+        assert c.get("/v1/functions/mm").json()["config"]["engine"] == "cpu-multiprocess"
+        inputs, want = matmul_inputs()
+        r = c.post("/v1/functions/mm/invoke", json={"inputs": inputs})
+        assert r.status_code == 200, r.text
+        assert (np.frombuffer(unb64(r.json()["outputs"]["B"]), np.int64).reshape(want.shape) == want).all()
+        # Without ?engine=, the server's own (cpu-sequential), as before.
+        assert c.put("/v1/functions/mm?format=dandelion", content=config).json()["engine"] == "cpu-sequential"
+    assert [e["engine"] for e in server.runtime.metrics() if e["outcomes"]] == ["cpu-multiprocess"]
+
+
 # --- ?backend=NAME -----------------------------------------------------------------------------
 
 
@@ -230,6 +261,10 @@ def test_library_for_another_backend_than_the_default_engine(server, hsaco, matm
         doc["blueprint"]["control_flow"][0]["ExecKernel"][0] = "matmul_at_i64"
         found = errors(c.put("/v1/functions/f?format=dandelion", content=json.dumps(doc)))
         assert "library 'k.hsaco' cannot run on backend 'cpu'" in found["library"], found
+        # ?engine= names where it runs: the hip backend checks it (no GPU needed to register).
+        r = c.put("/v1/functions/f?format=dandelion&engine=hip-sequential", content=json.dumps(doc))
+        assert r.status_code == 201, r.text
+        assert r.json()["engine"] == "hip-sequential" and r.json()["libraries"] == {"k.hsaco": rec["sha256"]}
 
 
 def test_unknown_or_repeated_backend_is_422_naming_it(server, matmul_so) -> None:
@@ -253,7 +288,7 @@ def test_unknown_query_parameters_are_refused_by_name(server, matmul_so) -> None
         assert c.put("/v1/libraries/matmul.so", content=matmul_so).status_code == 201
         found = errors(c.put("/v1/functions/mm?fromat=dandelion", content=config))
         assert found == {"fromat": "unknown query parameter, did you mean 'format'? "
-                                   "(this route takes: format, input_size)"}
+                                   "(this route takes: format, input_size, engine)"}
         found = errors(c.put("/v1/functions/mm?format=dandelion&inputsize=cfg=8&x=1", content=config))
         assert set(found) == {"inputsize", "x"} and "did you mean 'input_size'?" in found["inputsize"]
         found = errors(c.put("/v1/libraries/m?backnd=hip", content=matmul_so))

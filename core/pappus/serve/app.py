@@ -5,7 +5,8 @@
     GET    /v1/libraries/{name}
     DELETE /v1/libraries/{name}
     PUT    /v1/functions/{name}          body: config JSON (?format=dandelion to import one, its modules
-                                         registered as libraries first; ?input_size=NAME=BYTES)
+                                         registered as libraries first; ?input_size=NAME=BYTES,
+                                         ?engine=NAME)
     GET    /v1/functions                 the caller's functions
     GET    /v1/functions/{name}
     DELETE /v1/functions/{name}
@@ -66,7 +67,7 @@ Handler = Callable[[Request, str], Awaitable[Response]]
 _INVOKE_FIELDS = ("inputs", "deadline")
 #: The query parameters of the routes that take any; every other route takes none.
 LIBRARY_PARAMS = ("backend",)
-FUNCTION_PARAMS = ("format", "input_size")
+FUNCTION_PARAMS = ("format", "input_size", "engine")
 _FORMATS = ("pappus", "dandelion")
 
 
@@ -194,17 +195,18 @@ class Api:
 
     async def put_function(self, request: Request, tenant: str) -> Response:
         name = _name(request)
-        fmt, sizes = function_params(request)
+        fmt, sizes, engine = function_params(request)
         data = await self.body(request)
-        existed, rec = await run_in_threadpool(self._register_function, tenant, name, data, fmt, sizes)
+        existed, rec = await run_in_threadpool(self._register_function, tenant, name, data, fmt, sizes, engine)
         return JSONResponse(_function(rec, full=False), status_code=200 if existed else 201)
 
     def _register_function(self, tenant: str, name: str, data: bytes, fmt: str,
-                           sizes: dict[str, int] | None = None) -> tuple[bool, FunctionRecord]:
+                           sizes: dict[str, int] | None = None, engine: str | None = None
+                           ) -> tuple[bool, FunctionRecord]:
         existed = self.runtime.registry.exists(tenant, "functions", name)
         try:
             return existed, self.runtime.register_function(name, data, tenant=tenant, format=fmt,
-                                                           input_sizes=sizes or None)
+                                                           input_sizes=sizes or None, engine=engine)
         except ValidationError as exc:
             if fmt != "dandelion" or type(exc) is not ValidationError:
                 raise
@@ -267,33 +269,45 @@ def check_query(request: Request, allowed: tuple[str, ...]) -> None:
         raise ValidationError(errors, what="request")
 
 
-def _single(request: Request, name: str) -> str | None:
-    """The value of a query parameter that may be given once; None when absent."""
+def _once(request: Request, name: str, errors: list[FieldError]) -> str | None:
+    """The value of a query parameter that may be given once; None when absent, or when given
+    more often (the problem then goes into ``errors``)."""
     values = request.query_params.getlist(name)
     if len(values) > 1:
-        raise ValidationError(FieldError(name, f"is given {len(values)} times; give it once"), what="request")
+        errors.append(FieldError(name, f"is given {len(values)} times; give it once"))
+        return None
     return values[0] if values else None
 
 
-def function_params(request: Request) -> tuple[str, dict[str, int]]:
-    """``?format=pappus|dandelion`` and ``?input_size=NAME=BYTES`` (repeatable, Dandelion only)
-    of ``PUT /v1/functions/{name}``; every problem at once, each naming its parameter."""
+def _single(request: Request, name: str) -> str | None:
     errors: list[FieldError] = []
-    formats = request.query_params.getlist("format")
-    fmt = formats[0] if formats else "pappus"
-    if len(formats) > 1:
-        errors.append(FieldError("format", f"is given {len(formats)} times; give it once"))
-    elif fmt not in _FORMATS:
+    value = _once(request, name, errors)
+    if errors:
+        raise ValidationError(errors, what="request")
+    return value
+
+
+def function_params(request: Request) -> tuple[str, dict[str, int], str | None]:
+    """``?format=pappus|dandelion``, ``?input_size=NAME=BYTES`` (repeatable) and ``?engine=NAME``
+    (both Dandelion only) of ``PUT /v1/functions/{name}``; every problem at once, each naming its
+    parameter."""
+    errors: list[FieldError] = []
+    fmt = _once(request, "format", errors)
+    if fmt is not None and fmt not in _FORMATS:
         errors.append(FieldError("format", f"unknown config format {fmt[:40]!r} (pappus, dandelion)"))
+    engine = _once(request, "engine", errors)
     items = request.query_params.getlist("input_size")
     sizes, bad = parse_input_sizes(items, "input_size")
     errors += bad
-    if items and fmt == "pappus" and len(formats) <= 1:
-        errors.append(FieldError("input_size", "applies to Dandelion configs only (?format=dandelion); a "
-                                               "pappus config declares its input sizes itself"))
+    if not any(e.path == "format" for e in errors) and fmt in (None, "pappus"):
+        for name, given, says in (("input_size", items, "declares its input sizes itself"),
+                                  ("engine", engine, "names its engine itself (its 'engine' field)")):
+            if given:
+                errors.append(FieldError(name, f"applies to Dandelion configs only (?format=dandelion); a pappus "
+                                               f"config {says}"))
     if errors:
         raise ValidationError(errors, what="request")
-    return fmt, sizes
+    return fmt or "pappus", sizes, engine
 
 
 def _in_http_terms(exc: ValidationError) -> ValidationError:
