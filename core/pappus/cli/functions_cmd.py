@@ -20,9 +20,11 @@ def add_parser(sub: Any, formatter: Any) -> None:
                               "      --modules-dir machine_interface/tests/libs --engine hip-sequential\n"
                               "  pappus register function inference test_gpu_inference.json --format dandelion \\\n"
                               "      --modules-dir machine_interface/tests/libs --input-size cfg=48")
-    p.add_argument("kind", choices=["library", "function"])
-    p.add_argument("name")
-    p.add_argument("path")
+    p.add_argument("kind", choices=["library", "function"], help="what to register")
+    p.add_argument("name", help="the name to store it under: function configs name a library by it "
+                                "('library'), invocations call a function by it")
+    p.add_argument("path", help="a library: the built code object (.so, .hsaco, .cubin); a function: its "
+                                "config (JSON, pappus or Dandelion)")
     p.add_argument("--format", choices=["pappus", "dandelion"], help="config format (functions; default: detect)")
     p.add_argument("--modules-dir", metavar="DIR",
                    help="Dandelion configs: directory their module paths are resolved in (default: the config's)")
