@@ -9,6 +9,7 @@ from .fixtures import (  # noqa: F401
     harness,
     make_harness,
     pappus_backend,
+    pappus_toolchain,
     pytest_generate_tests,
     suite_libraries,
 )

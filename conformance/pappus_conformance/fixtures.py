@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pappus._files import file_lock
+from pappus.errors import PappusError
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 SUITE_LIBRARIES = ("suite", "heap", "globals", "sandbox")
@@ -42,19 +43,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def pappus_backend(request: pytest.FixtureRequest) -> Any:
-    """The backend under test; every test skips with the reason when it cannot run here."""
+def pappus_toolchain(request: pytest.FixtureRequest) -> Any:
+    """The backend under test, whether or not its device is here: what only builds the suite's
+    kernels and reads them with the backend's driver runs on a machine without the device too."""
     from pappus.plugins import get_plugins
 
     name = request.config.getoption("--pappus-backend")
     if not name:
         pytest.skip("no backend named (--pappus-backend)")
-    plugins = get_plugins()
-    backend = plugins.backend(name)  # an unknown name is an error, not a skip
-    availability = plugins.availability(backend)
+    return get_plugins().backend(name)  # an unknown name is an error, not a skip
+
+
+@pytest.fixture(scope="session")
+def pappus_backend(pappus_toolchain: Any) -> Any:
+    """The backend under test, able to run here; every test that needs it skips with the reason
+    when it cannot."""
+    from pappus.plugins import get_plugins
+
+    availability = get_plugins().availability(pappus_toolchain)
     if not availability:
-        pytest.skip(f"backend {name!r} is unavailable here: {availability.reason}")
-    return backend
+        pytest.skip(f"backend {pappus_toolchain.name!r} is unavailable here: {availability.reason}")
+    return pappus_toolchain
 
 
 def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
@@ -63,12 +72,16 @@ def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
 
 
 @pytest.fixture(scope="session")
-def suite_libraries(pappus_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The suite's kernels built for the backend under test: library name -> file."""
-    backend = pappus_backend
+def suite_libraries(pappus_toolchain: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The suite's kernels built for the backend under test (for its native target, which needs
+    no device where the backend can name it otherwise): library name -> file."""
+    backend = pappus_toolchain
     if backend.build is None:
         pytest.fail(f"backend {backend.name!r} has no builder: the suite's kernels cannot be built for it")
-    target = backend.native_target() if backend.native_target else backend.build_targets[0]
+    try:
+        target = backend.default_target()
+    except (ValueError, PappusError) as exc:
+        pytest.skip(f"backend {backend.name!r} cannot say what to build the suite's kernels for here: {exc}")
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # shared by the workers of one run
@@ -141,8 +154,8 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(engine_name: str, suite_libraries: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
-            request: pytest.FixtureRequest) -> Iterator[Harness]:
+def harness(engine_name: str, pappus_backend: Any, suite_libraries: dict[str, Path],
+            tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Harness]:
     workers = request.config.getoption("--pappus-workers", default=2)
     h = Harness(engine_name, suite_libraries, tmp_path_factory.mktemp("state"), workers)
     try:
@@ -152,7 +165,7 @@ def harness(engine_name: str, suite_libraries: dict[str, Path], tmp_path_factory
 
 
 @pytest.fixture
-def make_harness(engine_name: str, suite_libraries: dict[str, Path], tmp_path: Path,
+def make_harness(engine_name: str, pappus_backend: Any, suite_libraries: dict[str, Path], tmp_path: Path,
                  request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh harness with chosen options (e.g. a heap limit), closed after the test."""
     made: list[Harness] = []

@@ -312,7 +312,8 @@ class Backend:
     #: ``build(source, out_dir, targets) -> [paths written]``; used by ``pappus build``.
     build: Callable[[Any, Any, list[str]], list[Any]] | None = None
     #: The build target matching the device here (``"cpu"``, ``"gfx90a"``, ``"sm_90"``): what the
-    #: conformance suite builds its kernels for.
+    #: conformance suite and the benchmarks build their kernels for (:meth:`default_target`).
+    #: Where it can answer without the device, the suite's static checks run without it.
     native_target: Callable[[], str] | None = None
     #: A fault leaves the device unusable for the rest of the process (CUDA's sticky errors: after
     #: CUDA_ERROR_ILLEGAL_ADDRESS the driver refuses even a new primary context in that process).
@@ -330,6 +331,17 @@ class Backend:
 
     def engine_names(self) -> list[str]:
         return [f"{self.name}-{kind}" for kind in self.engine_kinds]
+
+    def default_target(self) -> str:
+        """What to build for when no target is named: :attr:`native_target`, else the first
+        build target that is not a pattern. ValueError when there is neither."""
+        if self.native_target is not None:
+            return self.native_target()
+        exact = [t for t in self.build_targets if not any(c in t for c in "*?[")]
+        if not exact:
+            raise ValueError(f"backend {self.name!r} has no native target and builds only for patterns "
+                             f"({', '.join(self.build_targets) or 'none'}): name a target")
+        return exact[0]
 
     def engine_kind(self, engine: str) -> str:
         """``sequential`` or ``<name>-sequential`` -> ``sequential``; ValueError naming the accepted

@@ -30,16 +30,20 @@ class HipDriver(Driver):
         return env_flag("PAPPUS_HIP_ALLOW_WRITABLE_GLOBALS")
 
     def target(self) -> str:
-        if self.arch:
-            return self.arch
-        device = device_arch()
-        return device or configured_arch()
+        return self.arch or native_target()
 
     def inspect_library(self, data: bytes) -> LibraryInfo:
         return codeobject.read_library(data, self.target(), allow_writable_globals=self.allow_writable_globals)
 
     def device_limits(self) -> DeviceLimits:
         return DeviceLimits()
+
+
+def native_target() -> str:
+    """The build target for code that runs here: the visible GPU's target id (``gfx90a:sramecc+:
+    xnack-``, which hipcc takes as it is), else ``PAPPUS_HIP_ARCH``, else gfx90a: what the
+    conformance suite and the benchmarks build their kernels for."""
+    return device_arch() or configured_arch()
 
 
 def device_arch() -> str | None:

@@ -11,7 +11,7 @@ from pappus.hookspecs import hookimpl
 from pappus.interfaces import Availability, Backend, DeviceSpec, capabilities
 
 from .build import build
-from .driver import HipDriver
+from .driver import HipDriver, native_target
 
 
 def check() -> Availability:
@@ -31,6 +31,7 @@ HIP_BACKEND = Backend(
     library_suffixes=(".hsaco", ".co"),
     build_targets=("gfx*",),
     build=build,
+    native_target=native_target,
 )
 
 

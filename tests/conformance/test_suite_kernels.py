@@ -44,3 +44,32 @@ def test_writable_globals_are_refused(gpu_backend, tmp_path):
     (path,) = backend.build(KERNEL_DIR / "globals.hip", tmp_path, [target])
     with pytest.raises(LibraryError, match="writable"):
         backend.driver.inspect_library(path.read_bytes())
+
+
+def test_without_the_device_the_static_checks_still_run(tmp_path):
+    """On a GPU backend's CI without a GPU, the suite builds its kernels and reads them with the
+    backend's driver (``test_each_reported_kind...``); everything that runs them skips, with why."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    plugins = get_plugins()
+    backend = plugins.backend("hip")
+    if shutil.which("hipcc") is None:
+        pytest.skip("hipcc not found: the suite's kernels cannot be built for the hip backend here")
+    if plugins.availability(backend):
+        pytest.skip("an AMD GPU is usable here: the whole suite runs (pappus conformance --backend hip)")
+    env = dict(os.environ, PAPPUS_HIP_ARCH="gfx90a")
+    res = subprocess.run([sys.executable, "-m", "pappus", "conformance", "--backend", "hip", "-n", "0", "--report",
+                          str(tmp_path / "report"), "--", "-p", "no:cacheprovider"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["verdicts"]["signatures"] == "partial"
+    outcomes = {t["test"]: t for t in summary["tests"]}
+    passed = [name for name, t in outcomes.items() if t["outcome"] == "passed"]
+    assert passed == ["test_each_reported_kind_is_the_true_one_or_unknown"], passed
+    rest = {t["outcome"] for name, t in outcomes.items() if name not in passed}
+    assert rest == {"skipped", "not_claimed"}, rest
+    assert all("is unavailable here" in t["reason"] for t in outcomes.values() if t["outcome"] == "skipped")

@@ -97,6 +97,16 @@ def test_unknown_engine_names_are_clear():
         plugins.resolve_engine("host-warp")
 
 
+def test_default_target_is_the_native_one_else_the_first_exact_build_target():
+    from dataclasses import replace
+
+    assert replace(HOST_BACKEND, build_targets=("gfx*", "gfx90a", "gfx942")).default_target() == "gfx90a"
+    native = replace(HOST_BACKEND, build_targets=("gfx90a",), native_target=lambda: "gfx942:xnack-")
+    assert native.default_target() == "gfx942:xnack-"
+    with pytest.raises(ValueError, match=r"builds only for patterns \(sm_\*, compute_\*\): name a target"):
+        replace(HOST_BACKEND, build_targets=("sm_*", "compute_*")).default_target()
+
+
 def test_every_hook_is_documented():
     """Like datasette's test_docs: a hook without a docstring (or docs entry) fails."""
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("pappus_")]

@@ -92,6 +92,11 @@ def test_driver_target_from_configuration(monkeypatch, code_objects):
     assert HipDriver().inspect_library(data).target == "gfx90a"
     monkeypatch.setattr("pappus_hip.driver.device_arch", lambda: "gfx1030")
     assert HipDriver().target() == "gfx1030"  # a visible device wins over configuration
+    # What the conformance suite and the benchmarks build for: the same target, never "gfx*".
+    assert plugin.HIP_BACKEND.default_target() == "gfx1030"
+    monkeypatch.setattr("pappus_hip.driver.device_arch", lambda: None)
+    assert plugin.HIP_BACKEND.default_target() == "gfx90a"
+    monkeypatch.setattr("pappus_hip.driver.device_arch", lambda: "gfx1030")
     globals_ = code_objects.get("globals", 4, "raw-gfx90a")
     monkeypatch.setenv("PAPPUS_HIP_ALLOW_WRITABLE_GLOBALS", "1")
     assert read_library(globals_, "gfx90a", allow_writable_globals=HipDriver("gfx90a").allow_writable_globals)

@@ -120,7 +120,7 @@ class Workload:
         if backend.build is None:
             raise ValidationError(FieldError("backend", f"backend {backend.name!r} cannot build HIP source"),
                                   what="arguments")
-        target = target or (backend.native_target() if backend.native_target else backend.build_targets[0])
+        target = target or backend.default_target()
         source = self.folder / f"{self.example}.hip"
         dest = Path(out_dir) / f"{self.example}-{backend.name}-{target}"
         dest.mkdir(parents=True, exist_ok=True)
