@@ -71,7 +71,7 @@ def build(backend: str = "cpu") -> tuple[Path, Path]:
     from pappus.plugins import get_plugins
 
     be = get_plugins().backend(backend)
-    target = be.native_target() if be.native_target else be.build_targets[0]
+    target = be.default_target()
     out = Path(tempfile.mkdtemp(prefix="pappus-bench-faults-"))
 
     def library(source: Path, dest: Path) -> Path:
