@@ -214,8 +214,9 @@ class Runtime:
                 if engine is not None:
                     doc = {**doc, "engine": engine}
         not_dandelion = [FieldError(field, f"applies to Dandelion configs only; a pappus config {says}")
-                         for field, given, says in (("input_sizes", input_sizes, "declares its input sizes itself"),
-                                                    ("engine", engine, "names its engine itself (its 'engine' field)"))
+                         for field, given, says in (("input_sizes", bool(input_sizes), "declares its input sizes itself"),
+                                                    ("engine", engine is not None,
+                                                     "names its engine itself (its 'engine' field)"))
                          if given and source_format != "dandelion"]
         if not_dandelion:
             raise ValidationError(not_dandelion, what="function")

@@ -212,6 +212,7 @@ def test_engine_chooses_where_a_dandelion_config_runs(server, matmul_so) -> None
         found = errors(c.put("/v1/functions/mm?engine=cpu-multiprocess", content=config))
         assert found == {"engine": "applies to Dandelion configs only (?format=dandelion); a pappus config names "
                                    "its engine itself (its 'engine' field)"}
+        assert "applies to Dandelion configs only" in errors(c.put("/v1/functions/mm?engine=", content=config))["engine"]
         found = errors(c.put("/v1/functions/mm?format=dandelion&engine=cpu-multiprocess&engine=cpu-sequential",
                              content=config))
         assert found == {"engine": "is given 2 times; give it once"}

@@ -300,8 +300,8 @@ def function_params(request: Request) -> tuple[str, dict[str, int], str | None]:
     sizes, bad = parse_input_sizes(items, "input_size")
     errors += bad
     if not any(e.path == "format" for e in errors) and fmt in (None, "pappus"):
-        for name, given, says in (("input_size", items, "declares its input sizes itself"),
-                                  ("engine", engine, "names its engine itself (its 'engine' field)")):
+        for name, given, says in (("input_size", bool(items), "declares its input sizes itself"),
+                                  ("engine", engine is not None, "names its engine itself (its 'engine' field)")):
             if given:
                 errors.append(FieldError(name, f"applies to Dandelion configs only (?format=dandelion); a pappus "
                                                f"config {says}"))
