@@ -279,3 +279,20 @@ def test_placement_per_backend(monkeypatch, tmp_path):
         for fd in pl._held[len(held):]:
             os.close(fd)
         pl._held[:] = held
+
+
+def test_the_cluster_runtime_takes_what_runtime_takes():
+    """``pappus serve --cluster`` puts a ClusterRuntime where the HTTP API expects a Runtime: a
+    parameter added to one and not the other is a 500 over HTTP there (``engine=`` of
+    ``register_function`` was, until this test)."""
+    import inspect
+
+    import pappus
+
+    shared = ("register_library", "register_function", "remove_function", "remove_library", "list_libraries",
+              "list_functions", "function_spec", "invoke_async", "invoke", "engine", "active", "metrics", "close")
+    for name in shared:
+        ours = inspect.signature(getattr(ClusterRuntime, name)).parameters
+        theirs = inspect.signature(getattr(pappus.Runtime, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in ours.values()] == \
+               [(p.name, p.kind, p.default) for p in theirs.values()], name

@@ -338,10 +338,11 @@ class ClusterRuntime:
     def register_function(self, name: str, config: str | Path | bytes | Mapping[str, Any], *,
                           tenant: str = "default", format: str | None = None,
                           modules_dir: str | Path | None = None,
-                          input_sizes: Mapping[str, int] | None = None) -> FunctionRecord:
+                          input_sizes: Mapping[str, int] | None = None,
+                          engine: str | None = None) -> FunctionRecord:
         """Validate a function once, here, against its libraries; actors receive the result."""
         return self.local.register_function(name, config, tenant=tenant, format=format, modules_dir=modules_dir,
-                                            input_sizes=input_sizes)
+                                            input_sizes=input_sizes, engine=engine)
 
     def remove_function(self, name: str, *, tenant: str = "default") -> None:
         self.local.remove_function(name, tenant=tenant)
