@@ -32,6 +32,7 @@ from pappus.plan import Launch, Plan
 from pappus.pool import BufferPool
 
 from .conftest import KERNELS
+from .matmul_check import matmul_doc
 
 pytestmark = pytest.mark.gpu
 
@@ -105,16 +106,6 @@ def device(gpu: str):
         yield dev, info
     finally:
         dev.close()
-
-
-def matmul_doc(kernel: str = "matmul_at_i64") -> dict[str, Any]:
-    return {
-        "schema": "pappus/function@1", "library": "m", "kernels": [kernel],
-        "blueprint": {"inputs": ["A"], "buffers": {"B": {"Sizeof": "A"}}, "outputs": ["B"],
-                      "control_flow": [{"ExecKernel": {"name": kernel,
-                                                       "args": [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}],
-                                                       "grid": [8, 8, 1], "block": [16, 16, 1]}}]},
-    }
 
 
 def tiled_doc(n: int) -> dict[str, Any]:

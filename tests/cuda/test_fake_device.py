@@ -10,30 +10,19 @@ import threading
 import numpy as np
 import pytest
 
-from pappus.config import check_function_against_libraries, parse_function
 from pappus.errors import BackendUnavailable, DeviceError, KernelFault, LibraryError
 from pappus.interfaces import LibraryImage
-from pappus.interpreter import run_invocation
-from pappus.plan import Launch, Plan
+from pappus.plan import Launch
 from pappus.pool import BufferPool
 from pappus_cuda.cubin import read_library
 from pappus_cuda.device import CudaDevice
 
 from .fakecuda import FakeDriver
+from .matmul_check import check_matmul_through_the_interpreter
 
 
 def image(data: bytes) -> LibraryImage:
     return LibraryImage(hashlib.sha256(data).hexdigest(), data)
-
-
-def matmul_doc() -> dict:
-    return {
-        "schema": "pappus/function@1", "library": "m", "kernels": ["matmul_at_i64"],
-        "blueprint": {"inputs": ["A"], "buffers": {"B": {"Sizeof": "A"}}, "outputs": ["B"],
-                      "control_flow": [{"ExecKernel": {"name": "matmul_at_i64",
-                                                       "args": [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}],
-                                                       "grid": [8, 8, 1], "block": [16, 16, 1]}}]},
-    }
 
 
 @pytest.fixture
@@ -112,24 +101,8 @@ def test_reserve_clears_fresh_memory(opened):
 
 
 def test_matmul_through_the_interpreter_matches_numpy(opened, code_objects):
-    data = code_objects.get("clean", "sm_90")
-    fake, dev, info = opened()
-    pool = BufferPool(dev, dev.reserve(1 << 20), 1 << 20, scrub_before_use=True)
-    lib = read_library(data, "sm_90")
-    cfg = parse_function(matmul_doc())
-    assert check_function_against_libraries(cfg, {"m": lib}) == []
-    handles = {"matmul_at_i64": dev.get_kernel(dev.load_module(image(data)), "matmul_at_i64")}
-    plan = Plan(cfg, {k: v.params for k, v in lib.kernels.items()}, device_limits=info.limits)
-    rng = np.random.default_rng(1)
-    for n in (16, 32):
-        a = rng.integers(-100, 100, size=(n, n), dtype=np.int64)
-        out = run_invocation(dev, pool, plan, {"A": a.tobytes()}, handles)
-        assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(n, n), a @ a.T)
-        assert pool.top == 0  # released (zeroed) after every invocation
-    # the pool is zero again after release
-    rest = bytearray(64 * 64)
-    dev.read(dev.base, memoryview(rest))
-    assert rest == bytes(len(rest))
+    _, dev, info = opened()
+    check_matmul_through_the_interpreter(dev, info, code_objects.get("clean", "sm_90"))
 
 
 @pytest.mark.parametrize("mode", ["pointers", "buffer"])

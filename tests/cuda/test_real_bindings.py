@@ -410,35 +410,10 @@ def by_value_arguments_reach_the_kernel(stub: Stub, mode: str) -> None:
 
 @scenario("pointers", "buffer")
 def matmul_through_the_interpreter(stub: Stub, mode: str) -> None:
-    import numpy as np
+    from matmul_check import check_matmul_through_the_interpreter
 
-    from pappus.config import check_function_against_libraries, parse_function
-    from pappus.interpreter import run_invocation
-    from pappus.plan import Plan
-    from pappus.pool import BufferPool
-    from pappus_cuda.cubin import read_library
-
-    data = _prebuilt("clean")
     dev = _device(launch_params=mode)
-    info = dev.open()
-    pool = BufferPool(dev, dev.reserve(1 << 20), 1 << 20, scrub_before_use=True)
-    lib = read_library(data, "sm_90")
-    cfg = parse_function({
-        "schema": "pappus/function@1", "library": "m", "kernels": ["matmul_at_i64"],
-        "blueprint": {"inputs": ["A"], "buffers": {"B": {"Sizeof": "A"}}, "outputs": ["B"],
-                      "control_flow": [{"ExecKernel": {"name": "matmul_at_i64",
-                                                       "args": [{"Ptr": "A"}, {"Sizeof": "A"}, {"Ptr": "B"}],
-                                                       "grid": [8, 8, 1], "block": [16, 16, 1]}}]}})
-    assert check_function_against_libraries(cfg, {"m": lib}) == []
-    handles = {"matmul_at_i64": dev.get_kernel(dev.load_module(_image(data)), "matmul_at_i64")}
-    plan = Plan(cfg, {k: v.params for k, v in lib.kernels.items()}, device_limits=info.limits)
-    rng = np.random.default_rng(1)
-    for n in (16, 32):
-        a = rng.integers(-100, 100, size=(n, n), dtype=np.int64)
-        out = run_invocation(dev, pool, plan, {"A": a.tobytes()}, handles)
-        assert np.array_equal(np.frombuffer(out["B"], dtype=np.int64).reshape(n, n), a @ a.T)
-        assert pool.top == 0
-    assert _read(dev, dev.base, 1 << 14) == bytes(1 << 14)  # released and zeroed
+    check_matmul_through_the_interpreter(dev, dev.open(), _prebuilt("clean"))
     dev.close()
 
 
