@@ -49,6 +49,11 @@ DEFAULT_ENGINE = "cpu-sequential"
 MAX_LIBRARY_BYTES = 256 * 1024 * 1024
 
 
+def _not_an_engine(engine: str, exc: BackendUnavailable) -> FieldError:
+    """An engine a function's registration names that no installed plugin provides."""
+    return FieldError("engine", f"{engine[:80]!r} is not an engine here: {exc.fields['reason']}")
+
+
 class Runtime:
     """Registry + dispatcher + engines in one object. Thread-safe; use one per process."""
 
@@ -228,7 +233,7 @@ class Runtime:
             if engine is None:
                 raise
             # An engine the config names but no plugin provides is a problem of the config.
-            engine_error = FieldError("engine", f"{engine[:80]!r} is not an engine here: {exc.fields['reason']}")
+            engine_error = _not_an_engine(engine, exc)
             backend, _ = self._backend_for(self.default_engine)
         try:
             cfg = parse_function(doc, limits=self.limits, device=backend.driver.device_limits())
@@ -300,8 +305,7 @@ class Runtime:
             try:
                 backend, _ = self._backend_for(engine)
             except BackendUnavailable as exc:
-                raise ValidationError(FieldError("engine", f"{engine[:80]!r} is not an engine here: "
-                                                           f"{exc.fields['reason']}"), what="function") from None
+                raise ValidationError(_not_an_engine(engine, exc), what="function") from None
         if modules_dir is None and isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
             modules_dir = Path(source).parent
         from .importers.dandelion import narrow_constants

@@ -5,8 +5,12 @@ the suite.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -49,11 +53,6 @@ def test_writable_globals_are_refused(gpu_backend, tmp_path):
 def test_without_the_device_the_static_checks_still_run(tmp_path):
     """On a GPU backend's CI without a GPU, the suite builds its kernels and reads them with the
     backend's driver (``test_each_reported_kind...``); everything that runs them skips, with why."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     plugins = get_plugins()
     backend = plugins.backend("hip")
     if shutil.which("hipcc") is None:
