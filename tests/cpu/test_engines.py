@@ -6,13 +6,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import pappus
+from pappus.engine.invocation import SETTLE_GRACE
 from pappus.errors import DeadlineExceeded, DeviceError, KernelFault, SandboxViolation
 
 from .conftest import EXAMPLES, Builder, Built, load_json, single
@@ -70,17 +71,35 @@ def test_a_waiting_caller_runs_its_invocation_on_its_own_thread(runtime: pappus.
     assert np.array_equal(np.frombuffer(fut.result()["B"], dtype=np.int64).reshape(128, 128), a @ a.T)
 
 
-def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Runtime) -> None:
-    runtime.engine()  # started: the deadline is spent running the kernel, not starting the device
+def _spin_past(call: Callable[[], object], deadline: float) -> str | None:
+    """Call ``call`` (a spin with ``deadline``) and return the kernel its DeadlineExceeded names.
+    concepts.md's contract: the kernel is named when the abort ends the run within SETTLE_GRACE
+    of the deadline, and otherwise the caller is not kept longer than that, so an error without
+    the kernel must not come sooner."""
     t0 = time.monotonic()
     with pytest.raises(DeadlineExceeded) as info:
-        runtime.invoke("spin", {}, deadline=0.5)  # run on this thread: the abort must free it
-    assert time.monotonic() - t0 < 1.5
-    assert info.value.kernel == "spin"  # the abort ends the run at once, so the error names what it stopped
-    with pytest.raises(DeadlineExceeded) as info:
-        runtime.invoke_async("spin", {}, deadline=0.3).result(timeout=10)  # queued: the engine's own thread
-    assert info.value.kernel == "spin"
-    check_matmul(runtime, 10)
+        call()
+    late = time.monotonic() - t0 - deadline
+    assert late < 1.0, f"settled {late:.3f} s past its deadline"
+    kernel = info.value.kernel
+    assert kernel in ("spin", None), kernel
+    if kernel is None:  # the watchdog settled it: only once the grace had passed
+        assert late >= SETTLE_GRACE * 0.9, f"no kernel named, yet settled {late * 1e3:.1f} ms past the deadline"
+    return kernel
+
+
+def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Runtime) -> None:
+    runtime.engine()  # started: the deadline is spent running the kernel, not starting the device
+    # On this thread (the abort must free it), then queued (the engine's own thread). The CPU
+    # device's abort ends a run within a few ms, so the error names the kernel; a loaded host can
+    # take longer than the grace, so up to three tries are given to see the name.
+    for deadline, call in ((0.5, lambda: runtime.invoke("spin", {}, deadline=0.5)),
+                           (0.3, lambda: runtime.invoke_async("spin", {}, deadline=0.3).result(timeout=10))):
+        named: list[str | None] = []
+        while "spin" not in named and len(named) < 3:
+            named.append(_spin_past(call, deadline))
+        assert "spin" in named, named
+        check_matmul(runtime, 10)
 
 
 def test_violations_and_faults_fail_alone(runtime: pappus.Runtime) -> None:
