@@ -6,8 +6,9 @@
 #   stages: env tests device conformance-seq conformance-mp bench-cuda bench-engines
 #           bench-open bench-faults bench-faults-quota onchip fs-writes
 #
-# The wheelhouse holds pappus (pip wheel --no-deps .) and what the machine lacks (cffi,
-# pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy, pytest, ...) is there.
+# The wheelhouse (made by tools/gpu_wheelhouse.sh) holds pappus (pip wheel --no-deps .) and what
+# the machine lacks (cffi, pycparser, pyelftools); everything else (cuda-bindings, numpy, pluggy,
+# pytest, ...) is there.
 #
 # A GPU whose kernels can reach pageable host memory (HMM, ATS) is refused unless allowed
 # (pappus/host_access.py): the env stage prints what this one reports, the device stage tests it,
