@@ -71,14 +71,14 @@ def test_a_waiting_caller_runs_its_invocation_on_its_own_thread(runtime: pappus.
     assert np.array_equal(np.frombuffer(fut.result()["B"], dtype=np.int64).reshape(128, 128), a @ a.T)
 
 
-def _spin_past(call: Callable[[], object], deadline: float) -> str | None:
-    """Call ``call`` (a spin with ``deadline``) and return the kernel its DeadlineExceeded names.
+def _spin_past(spin: Callable[[float], object], deadline: float) -> str | None:
+    """Call ``spin(deadline)`` and return the kernel its DeadlineExceeded names.
     concepts.md's contract: the kernel is named when the abort ends the run within SETTLE_GRACE
     of the deadline, and otherwise the caller is not kept longer than that, so an error without
     the kernel must not come sooner."""
     t0 = time.monotonic()
     with pytest.raises(DeadlineExceeded) as info:
-        call()
+        spin(deadline)
     late = time.monotonic() - t0 - deadline
     assert late < 1.0, f"settled {late:.3f} s past its deadline"
     kernel = info.value.kernel
@@ -93,11 +93,11 @@ def test_deadline_ends_a_hung_kernel_and_the_engine_recovers(runtime: pappus.Run
     # On this thread (the abort must free it), then queued (the engine's own thread). The CPU
     # device's abort ends a run within a few ms, so the error names the kernel; a loaded host can
     # take longer than the grace, so up to three tries are given to see the name.
-    for deadline, call in ((0.5, lambda: runtime.invoke("spin", {}, deadline=0.5)),
-                           (0.3, lambda: runtime.invoke_async("spin", {}, deadline=0.3).result(timeout=10))):
+    for deadline, spin in ((0.5, lambda d: runtime.invoke("spin", {}, deadline=d)),
+                           (0.3, lambda d: runtime.invoke_async("spin", {}, deadline=d).result(timeout=10))):
         named: list[str | None] = []
         while "spin" not in named and len(named) < 3:
-            named.append(_spin_past(call, deadline))
+            named.append(_spin_past(spin, deadline))
         assert "spin" in named, named
         check_matmul(runtime, 10)
 
