@@ -3,7 +3,8 @@
 * overhead: p50 of an invocation through an engine minus p50 of the same launch program run
   directly on the same DeviceAPI with preallocated buffers (no queue, no resolution, no pool,
   no zeroing, no copies) — what the engine kit itself costs;
-* respawn: time from killing a multiprocess worker until a replacement has served;
+* respawn: time from killing a multiprocess worker until a replacement has served, and the
+  replacement's start step by step (fork, the device's open, heap limit, reserve, lockdown, ...);
 * throughput: multiprocess (2 workers) vs sequential on a compute-bound function.
 
 Also, to read the multiprocess figure by (no target): a bare process hop in the same rounds, a
@@ -22,6 +23,7 @@ direct measurements are interleaved round by round, so drift on a shared machine
 from __future__ import annotations
 
 import argparse
+import pickle
 import signal
 import socket
 import statistics
@@ -39,7 +41,7 @@ from json_out import json_file  # benchmarks/json_out.py
 import pappus
 from pappus.bench.report import write_json
 from pappus.bench.workloads import Workload, load_workload
-from pappus.engine.multiprocess import kill_worker
+from pappus.engine.multiprocess import kill_worker, poll_until
 
 
 def p50(xs: list[float]) -> float:
@@ -120,6 +122,12 @@ def respawn_time(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], rep
     return out
 
 
+def step_medians(spawns: list[dict[str, float]]) -> dict[str, float]:
+    """Each start step's median over ``spawns`` in ms, in the order the steps run, the total last."""
+    names = sorted(dict.fromkeys(name for steps in spawns for name in steps), key=lambda name: name == "total")
+    return {name: p50([steps[name] for steps in spawns if name in steps]) * 1e3 for name in names}
+
+
 def throughput(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], engine: str, n: int) -> float:
     rt.invoke(wl.function, inputs, engine=engine)
     t0 = time.perf_counter()
@@ -156,7 +164,7 @@ while True:
     end = time.perf_counter() + msg[1]
     while time.perf_counter() < end:
         pass
-    conn.send(("done", msg[0]))
+    conn.send_bytes(b"D" + msg[0].encode())  # a worker's answer: a tag byte and the id
 """
 
 
@@ -175,12 +183,14 @@ class ProcessHop:
 
     def times(self, busy: float, n: int) -> list[float]:
         """Round trips minus ``busy``: what the hop itself costs (messages shaped like the
-        engine's run message and answer)."""
+        engine's run message and answer, sent and awaited the engine's way)."""
         out = []
         for i in range(n):
             t0 = time.perf_counter()
-            self.conn.send((f"hop-{i}", busy, "key", None, [("A", 64, 131072)], [("B", 131136, 131072)]))
-            self.conn.recv()
+            self.conn.send_bytes(pickle.dumps((f"hop-{i}", busy, "key", None, [("A", 64, 131072)],
+                                               [("B", 131136, 131072)]), pickle.HIGHEST_PROTOCOL))
+            poll_until(self.conn, time.monotonic() + 10.0)
+            self.conn.recv_bytes()
             out.append(time.perf_counter() - t0 - busy)
         return out
 
@@ -237,7 +247,8 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
             engine = rt.engine(f"{backend}-multiprocess")
             spawn = list(engine.respawn_times)
             results["respawn"] = {"p50_ms": p50(rs) * 1e3, "max_ms": max(rs) * 1e3, "runs": len(rs),
-                                  "spawn_p50_ms": p50(spawn) * 1e3 if spawn else None}
+                                  "spawn_p50_ms": p50(spawn) * 1e3 if spawn else None,
+                                  "steps_p50_ms": step_medians(list(engine.respawn_steps)[-respawns:])}
             hin = heavy.inputs(0)
             heavy.check(hin, rt.invoke(heavy.function, hin, engine=f"{backend}-multiprocess"))
             t_seq = throughput(rt, heavy, hin, f"{backend}-sequential", n_heavy)
@@ -262,6 +273,10 @@ def report(results: dict[str, Any]) -> list[str]:
                      f"{o['dedicated_p50_us']:.0f} us")
     lines.append(f"[{backend}] respawn until serving again: p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
                  "(target <= 50)")
+    steps = r.get("steps_p50_ms") or {}
+    if steps:
+        lines.append(f"[{backend}] a worker's start, p50 ms a step: "
+                     + ", ".join(f"{name} {ms:.2f}" for name, ms in steps.items()))
     lines.append(f"[{backend}] {t['workload']}: sequential {t['sequential_rps']:.1f}/s, multiprocess "
                  f"{t['multiprocess_rps']:.1f}/s, ratio {t['ratio']:.2f} (target >= 1.7)")
     return lines

@@ -24,3 +24,12 @@ def test_a_process_hop_costs_its_round_trip_minus_the_busy_time_and_ends_cleanly
     assert len(times) == 3 and all(0 <= t < 1.0 for t in times), times
     assert len(idle) == 3 and all(0 <= t < 1.0 for t in idle), idle
     assert hop.proc.returncode == 0  # it ended at EOF, not killed
+
+
+def test_respawn_steps_are_summarised_in_the_order_they_run() -> None:
+    spawns = [{"fork": 0.004, "open": 0.010, "total": 0.020},
+              {"fork": 0.002, "open": 0.030, "lockdown": 0.001, "total": 0.040},
+              {"fork": 0.006, "open": 0.020, "total": 0.030}]  # a worker that reported no lockdown
+    medians = bench.step_medians(spawns)
+    assert list(medians) == ["fork", "open", "lockdown", "total"]
+    assert medians == {"fork": 4.0, "open": 20.0, "total": 30.0, "lockdown": 1.0}

@@ -181,6 +181,12 @@ def test_kill_worker_mid_invocation(tmp_path):
         assert engine.metrics.respawns >= 1
         assert all(s.pid not in victims for s in engine.slots)
         assert ("host-multiprocess", busy, "SIGKILL") in observer.heard
+        # the respawn step by step, as the supervisor saw it and the new worker reported it
+        steps = engine.respawn_steps[-1]
+        assert list(steps) == ["fork", "scope", "open", "heap_limit", "reserve", "pool", "monitors", "lockdown",
+                               "handshake", "total"]
+        assert all(seconds >= 0 for seconds in steps.values())
+        assert sum(steps.values()) - steps["total"] <= steps["total"] <= engine.respawn_times[-1]
     finally:
         rt.close()
 

@@ -63,6 +63,22 @@ def test_a_detail_json_cannot_hold_arrives_as_text(pipe):
     assert got.details["blob"] == str(b"\x01") and got.details["set"] == "{1}"
 
 
+def test_a_workers_start_steps_are_kept_only_where_they_fit_what_the_supervisor_saw():
+    from pappus.engine.multiprocess import start_steps
+
+    asked, ready, served = 100.0, 100.5, 100.6  # the supervisor's clock: 0.5 s until Ready
+    honest = {"started_at": 100.1, "start_seconds": {"open": 0.2, "lockdown": 0.01}}
+    assert start_steps(honest, asked, ready, served) == pytest.approx(
+        {"fork": 0.1, "open": 0.2, "lockdown": 0.01, "handshake": 0.1, "total": 0.6})
+    forged = {"started_at": 99.0,  # before the supervisor asked
+              "start_seconds": {"open": -1.0, "reserve": 3.0, "pool": True, "monitors": "0.1", "x" * 33: 0.1,
+                                **{f"s{i}": 0.001 for i in range(40)}}}
+    steps = start_steps(forged, asked, ready, served)
+    assert "fork" not in steps and not {"open", "reserve", "pool", "monitors", "x" * 33} & set(steps)
+    assert len(steps) <= 16 + 2  # a handful of the worker's, then handshake and total
+    assert start_steps({"start_seconds": [1, 2]}, asked, ready, served).keys() == {"handshake", "total"}
+
+
 def test_a_pickle_from_a_worker_runs_nothing(pipe, tmp_path):
     worker, supervisor = pipe
     marker = tmp_path / "unpickled"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -130,6 +131,19 @@ def _read_verified(ref: LibraryRef) -> bytes:
     return data
 
 
+class _Steps:
+    """Seconds between consecutive ``done`` calls, by the name of the step that just ended."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = now - self._last
+        self._last = now
+
+
 class Executor:
     """Drives one DeviceAPI: open, pool, heap limit, module and plan caches, one run at a time."""
 
@@ -146,18 +160,25 @@ class Executor:
         self.hot = 0
         self.attributor = FaultAttributor()
         self.monitors: list[Any] = []
+        #: Seconds each step of the last ``start`` took (open, heap_limit, reserve, pool, monitors):
+        #: what a respawn spends its time on (``bench_engines.py`` prints it).
+        self.start_seconds: dict[str, float] = {}
         self._release_pending = False  # a successful run's pool is zeroed after its outputs left
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> DeviceInfo:
+        steps = _Steps()
         device = self.device_factory()
         try:
             info = device.open()
+            steps.done("open")
             # The heap limit is set before any tenant module is loaded.
             self.heap_limit = device.set_malloc_heap_limit(self.config.heap_limit)
+            steps.done("heap_limit")
             size = self.pool_size(info)
             base = device.reserve(size)
+            steps.done("reserve")
         except BaseException:
             try:
                 device.close()
@@ -167,7 +188,10 @@ class Executor:
         self.device, self.info = device, info
         self.pool = _pool(device, base, size)
         self.modules = ModuleCache(device, self.config.module_cache_size)
+        steps.done("pool")
         self._start_monitors()
+        steps.done("monitors")
+        self.start_seconds = steps.seconds
         return info
 
     def _start_monitors(self) -> None:

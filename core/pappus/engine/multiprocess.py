@@ -21,7 +21,9 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from multiprocessing import connection, reduction
+from typing import Any
 
 from .. import landlock
 from ..errors import (
@@ -64,7 +66,7 @@ def _ended_by(error: PappusError) -> str | None:
     return None if code is None else f"exit code {code}"
 
 
-def _poll_until(conn: connection.Connection, deadline_at: float) -> bool:
+def poll_until(conn: connection.Connection, deadline_at: float) -> bool:
     """Wait for a message (or the end of the pipe) until ``deadline_at``, in waits of at most
     ``MAX_WAIT`` (a huge deadline must not overflow a poll timeout); True if one came.
 
@@ -81,6 +83,25 @@ def _poll_until(conn: connection.Connection, deadline_at: float) -> bool:
             return False
 
 
+def start_steps(details: dict[str, Any], asked_at: float, ready_at: float, served_at: float) -> dict[str, float]:
+    """A worker's start, step by step, in seconds (``fork``, its own steps, ``handshake``,
+    ``total``): what a respawn spends its time on. The worker's part is its own report, so only
+    numbers that fit inside the time the supervisor saw pass, and a handful of them at most."""
+    steps: dict[str, float] = {}
+    started_at = details.get("started_at")
+    if isinstance(started_at, float) and asked_at <= started_at <= ready_at:
+        steps["fork"] = started_at - asked_at
+    reported = details.get("start_seconds")
+    if isinstance(reported, dict):
+        for name, seconds in list(reported.items())[:16]:
+            if (isinstance(name, str) and len(name) <= 32 and isinstance(seconds, (int, float))
+                    and not isinstance(seconds, bool) and 0 <= seconds <= ready_at - asked_at):
+                steps[name] = float(seconds)
+    steps["handshake"] = served_at - ready_at
+    steps["total"] = served_at - asked_at
+    return steps
+
+
 class _Worker:
     """One live worker process as its supervisor thread sees it."""
 
@@ -92,7 +113,8 @@ class _Worker:
         self.pid: int | None = None
         self.capacity = 0
         self.heap_limit: int | None = None
-        self.details: dict[str, object] = {}  # the device details its worker reported at start
+        self.details: dict[str, Any] = {}  # the device details its worker reported at start
+        self.start_steps: dict[str, float] = {}  # its last start, step by step (``start_steps``)
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
         self.seq = 0
@@ -107,6 +129,7 @@ class _Worker:
         return self.conn is not None
 
     def spawn(self) -> None:
+        asked_at = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cfg = self.engine.options.executor_config(share=self.engine.workers)
         try:
@@ -133,6 +156,7 @@ class _Worker:
             if not isinstance(msg, replies.Ready):
                 raise DeviceError(f"worker {self.index} answered its start with {type(msg).__name__}",
                                   status="protocol_error")
+            ready_at = time.monotonic()
             self.capacity, self.heap_limit = msg.capacity, msg.heap_limit
             self.details = msg.details
             self.engine.note_lockdown(self.index, msg.details.get("worker_lockdown"))
@@ -141,6 +165,7 @@ class _Worker:
             conn.send(arena_size)
             reduction.send_handle(conn, self.arena.fd, self.pid)
             self.known = set()
+            self.start_steps = start_steps(msg.details, asked_at, ready_at, time.monotonic())
         except BaseException:
             self.kill()
             raise
@@ -196,7 +221,9 @@ class MultiprocessEngine(EngineBase):
                                           name=f"pappus-{self.name}-sup{slot.index}") for slot in self.slots]
         self._started_count = 0
         self._start_lock = threading.Lock()
-        self.respawn_times: list[float] = []
+        #: The last respawns: seconds each took, and each step by step (``start_steps``).
+        self.respawn_times: deque[float] = deque(maxlen=1000)
+        self.respawn_steps: deque[dict[str, float]] = deque(maxlen=1000)
         self._warned_unlocked = False
         for t in self._threads:
             t.start()
@@ -316,6 +343,7 @@ class MultiprocessEngine(EngineBase):
         with self.metrics.lock:
             self.metrics.respawns += 1
         self.respawn_times.append(seconds)
+        self.respawn_steps.append(slot.start_steps)
         self.plugins.notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
                             seconds=seconds)
         return True
@@ -398,7 +426,7 @@ class MultiprocessEngine(EngineBase):
             slot.known.add(key)
             # At the deadline the worker's watchdog aborts its device; where that ends the run at
             # once, the worker's answer (SETTLE_GRACE later at most) names the kernel it stopped.
-            if _poll_until(slot.conn, deadline_at + SETTLE_GRACE):
+            if poll_until(slot.conn, deadline_at + SETTLE_GRACE):
                 outputs, error, cause = self._receive(slot, inv, ctx)
             else:
                 # Past the deadline: the caller learns now. If the worker does not answer within

@@ -89,8 +89,10 @@ def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int, k
     """Entry point of a worker forked by the zygote; ``fd`` is its control socket. It scopes itself
     before its device opens and locks itself down once it is open (``lockdown.py``), less what is
     in ``keeps``, unless not ``locked``."""
+    started_at = time.monotonic()  # CLOCK_MONOTONIC: the supervisor's clock too
     _die_with_parent()
     scoped = lockdown.scope(keeps, enable=locked)  # first: every thread and child inherits it
+    steps = {"scope": time.monotonic() - started_at}
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
     executor = Executor(spec.create, config)
@@ -100,9 +102,14 @@ def worker_main(fd: int, spec: DeviceSpec, config: ExecutorConfig, index: int, k
         err = exc if isinstance(exc, PappusError) else DeviceError(f"device failed to start: {exc}")
         replies.send(conn, replies.StartFailed(err))
         return
+    steps.update(executor.start_seconds)
     details = dict(info.details)
+    locking = time.monotonic()
     details["worker_lockdown"] = lockdown.lock_down(keeps, enable=locked).describe()
+    steps["lockdown"] = time.monotonic() - locking
     details["worker_scope"] = scoped
+    details["started_at"] = started_at
+    details["start_seconds"] = steps
     replies.send(conn, replies.Ready(os.getpid(), executor.capacity, executor.heap_limit, info.name, details))
     arena_size = conn.recv()
     arena = SharedArena(arena_size, fd=reduction.recv_handle(conn))
