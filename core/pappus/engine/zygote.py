@@ -14,6 +14,7 @@ Protocol (SOCK_SEQPACKET, pickled tuples, file descriptors as SCM_RIGHTS):
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import os
@@ -151,6 +152,12 @@ def main(argv: list[str]) -> None:
                 importlib.import_module(preload)
         except Exception:  # a preload is an optimisation; the child imports what it needs
             pass
+    # Everything loaded so far lives as long as every worker: out of the collector's sight, a
+    # worker's full collection neither walks it (about 12 ms here) nor writes to its pages,
+    # which would copy some 9 MB of this process into each worker (the gc module's advice for
+    # processes that fork without exec).
+    gc.collect()
+    gc.freeze()
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *_: None)
