@@ -221,8 +221,7 @@ class MultiprocessEngine(EngineBase):
                                           name=f"pappus-{self.name}-sup{slot.index}") for slot in self.slots]
         self._started_count = 0
         self._start_lock = threading.Lock()
-        #: The last respawns: seconds each took, and each step by step (``start_steps``).
-        self.respawn_times: deque[float] = deque(maxlen=1000)
+        #: The last 1,000 respawns, each step by step (``start_steps``).
         self.respawn_steps: deque[dict[str, float]] = deque(maxlen=1000)
         self._warned_unlocked = False
         for t in self._threads:
@@ -231,6 +230,11 @@ class MultiprocessEngine(EngineBase):
     @property
     def workers(self) -> int:
         return len(self.slots)
+
+    @property
+    def respawn_times(self) -> list[float]:
+        """Seconds each of the last 1,000 respawns took, from asking the zygote until the worker serves."""
+        return [steps["total"] for steps in self.respawn_steps]
 
     @property
     def capacity(self) -> int:
@@ -333,16 +337,14 @@ class MultiprocessEngine(EngineBase):
             raise
 
     def _respawn(self, slot: _Worker, cause: str) -> bool:
-        t0 = time.monotonic()
         try:
             slot.spawn()
         except Exception:
             log.warning("engine %s: respawning worker %d failed", self.name, slot.index, exc_info=True)
             return False
-        seconds = time.monotonic() - t0
+        seconds = slot.start_steps["total"]
         with self.metrics.lock:
             self.metrics.respawns += 1
-        self.respawn_times.append(seconds)
         self.respawn_steps.append(slot.start_steps)
         self.plugins.notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
                             seconds=seconds)
