@@ -41,6 +41,7 @@ from json_out import json_file  # benchmarks/json_out.py
 import pappus
 from pappus.bench.report import write_json
 from pappus.bench.workloads import Workload, load_workload
+from pappus.engine import replies
 from pappus.engine.multiprocess import kill_worker, poll_until
 
 
@@ -155,6 +156,7 @@ def dedicated_times(wl: Workload, inputs: dict[str, bytes], n: int) -> list[floa
 _HOP_ECHO = """
 import sys, time
 from multiprocessing import connection
+from pappus.engine import replies
 conn = connection.Connection(int(sys.argv[1]))
 while True:
     try:
@@ -164,7 +166,7 @@ while True:
     end = time.perf_counter() + msg[1]
     while time.perf_counter() < end:
         pass
-    conn.send_bytes(b"D" + msg[0].encode())  # a worker's answer: a tag byte and the id
+    replies.send(conn, replies.Done(msg[0]))  # a worker's answer, as a worker sends it
 """
 
 
@@ -190,7 +192,7 @@ class ProcessHop:
             self.conn.send_bytes(pickle.dumps((f"hop-{i}", busy, "key", None, [("A", 64, 131072)],
                                                [("B", 131136, 131072)]), pickle.HIGHEST_PROTOCOL))
             poll_until(self.conn, time.monotonic() + 10.0)
-            self.conn.recv_bytes()
+            replies.receive(self.conn)
             out.append(time.perf_counter() - t0 - busy)
         return out
 
