@@ -69,8 +69,9 @@ class ParamLayout:
                                   status="bad_signature")
             offsets.append(offset)
             end = offset + p.size
-        span = (end + 7) & ~7 if end else 0
-        return cls(tuple(p.size for p in params), tuple(offsets), span)
+        # The buffer's size is where the last parameter ends, not rounded up: the driver refuses
+        # a larger one (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES for one byte more; H100, driver 580).
+        return cls(tuple(p.size for p in params), tuple(offsets), end)
 
 
 class PackedArgs:

@@ -317,6 +317,8 @@ class FakeDriver:
             arr = (ctypes.c_void_p * 5).from_address(extra)
             assert arr[0] == 1 and arr[2] == 2 and (arr[4] or 0) == 0, list(arr)
             span = ctypes.c_size_t.from_address(arr[3]).value
+            if span > offsets[-1] + sizes[-1]:  # one byte past the last parameter, on an H100 (driver 580)
+                return (CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,)
             block = ctypes.string_at(arr[1], span)
             raw = [block[o:o + s] for o, s in zip(offsets, sizes, strict=True)]
         elif sizes:

@@ -272,8 +272,8 @@ def test_dynamic_shared_memory_past_what_static_memory_leaves(device, objects):
 
 @pytest.mark.parametrize("mode", ["pointers", "buffer"])
 def test_by_value_arguments_in_both_launch_modes(gpu, objects, mode):
-    # "buffer" passes the parameter block whole (CU_LAUNCH_PARAM_BUFFER_*), its size rounded up
-    # to 8 bytes: scalars' parameters end at byte 49, so the driver is handed 56.
+    # "buffer" passes the parameter block whole (CU_LAUNCH_PARAM_BUFFER_*) with its size: 49,
+    # where scalars' last parameter ends (the driver refuses 50 or more).
     from pappus_cuda.device import CudaDevice
 
     dev = CudaDevice(launch_params=mode)

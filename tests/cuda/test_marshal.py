@@ -26,7 +26,7 @@ def test_layout_uses_the_code_objects_offsets(code_objects):
     params = read_library(code_objects.get("clean", "sm_90")).kernels["scalars"].params
     layout = ParamLayout.of(params)
     assert layout.offsets == (0, 8, 12, 16, 24, 48) and layout.sizes == (8, 4, 4, 8, 24, 1)
-    assert layout.span == 56  # 49 bytes, rounded to 8
+    assert layout.span == 49  # where the last parameter ends, not rounded: the driver refuses more
 
 
 def test_layout_without_offsets_uses_natural_alignment():
@@ -43,7 +43,7 @@ def test_buffer_holds_each_argument_at_its_offset(code_objects):
     raw = packed.raw()
     assert raw[0:8] == SCALAR_ARGS[0] and raw[8:12] == SCALAR_ARGS[1] and raw[12:16] == SCALAR_ARGS[2]
     assert raw[16:24] == SCALAR_ARGS[3] and raw[24:48] == SCALAR_ARGS[4] and raw[48:49] == SCALAR_ARGS[5]
-    assert raw[49:] == b"\0" * 7  # padding is zero, never stale host memory
+    assert len(raw) == 49
 
 
 def test_kernel_params_array_points_into_the_buffer(code_objects):
@@ -61,7 +61,7 @@ def test_extra_array_is_pointer_size_end(code_objects):
     extra = (ctypes.c_void_p * 5).from_address(packed.extra_address)
     assert extra[0] == LAUNCH_PARAM_BUFFER_POINTER and extra[2] == LAUNCH_PARAM_BUFFER_SIZE and not extra[4]
     assert extra[1] == ctypes.addressof(packed.buffer)
-    assert ctypes.c_size_t.from_address(extra[3]).value == 56
+    assert ctypes.c_size_t.from_address(extra[3]).value == 49
 
 
 def test_kernels_without_parameters():

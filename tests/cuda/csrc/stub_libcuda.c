@@ -63,7 +63,7 @@ enum {
   CUDA_ERROR_INVALID_IMAGE = 200, CUDA_ERROR_INVALID_CONTEXT = 201,
   CUDA_ERROR_NO_BINARY_FOR_GPU = 209, CUDA_ERROR_UNSUPPORTED_LIMIT = 215,
   CUDA_ERROR_INVALID_HANDLE = 400, CUDA_ERROR_NOT_FOUND = 500, CUDA_ERROR_ILLEGAL_ADDRESS = 700,
-  CUDA_ERROR_CONTEXT_IS_DESTROYED = 709, CUDA_ERROR_LAUNCH_FAILED = 719,
+  CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701, CUDA_ERROR_CONTEXT_IS_DESTROYED = 709, CUDA_ERROR_LAUNCH_FAILED = 719,
   CUDA_ERROR_NOT_SUPPORTED = 801,
 };
 
@@ -978,7 +978,10 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, u
       else if (extra[i] == (void *)2) size = extra[i + 1];
       else return leave("cuLaunchKernel", CUDA_ERROR_INVALID_VALUE);
     }
-    if (!buf || !size || *size < span || *size > PARAM_BANK) return leave("cuLaunchKernel", CUDA_ERROR_INVALID_VALUE);
+    if (!buf || !size || *size > PARAM_BANK) return leave("cuLaunchKernel", CUDA_ERROR_INVALID_VALUE);
+    /* As the H100's driver (580) answers: a block past the last parameter is refused; a shorter
+     * one is taken, the kernel reading what the caller left after it. */
+    if (*size > span) return leave("cuLaunchKernel", CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES);
     buffer_size = *size;
     memcpy(bank, buf, *size);
   } else if (k->nparams) {
