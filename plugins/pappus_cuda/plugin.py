@@ -38,13 +38,6 @@ CUDA_BACKEND = Backend(
             "the driver's smallest device malloc heap is 4 MiB (cuCtxSetLimit rounds any smaller request up; "
             "measured on driver 580, H100): a limit below it cannot be enforced. Kernels that call malloc are "
             "refused at registration unless a heap is configured, and the limit reported is the driver's"),
-        "zeroing::test_shared_and_private_memory": (
-            "registers: a kernel that reads a register before writing it sees what the previous kernel on that "
-            "SM left there (measured on an H100 with tools/cuda_onchip_probe.py: the probe's 'private' array "
-            "lives in registers, LOCAL_SIZE_BYTES 0). Shared and local memory are scrubbed after every "
-            "invocation that used them (onchip.py). The register scrub (onchip.py, after every invocation) "
-            "writes every register a kernel can be given, checked in its machine code, but has not yet run on "
-            "a GPU: this stays a known gap until it has"),
     },
 )
 

@@ -32,6 +32,14 @@ HIP_BACKEND = Backend(
     build_targets=("gfx*",),
     build=build,
     native_target=native_target,
+    known_gaps={  # on-chip state pappus does not clear on AMD GPUs (docs/security.md, "Known limits")
+        "zeroing::test_shared_and_private_memory": (
+            "LDS and scratch are not cleared between invocations (LeftoverLocals, CVE-2023-4969); no AMD "
+            "GPU has run the suite, so this is declared, not measured"),
+        "zeroing::test_registers": (
+            "VGPRs are not cleared between invocations; no AMD GPU has run the suite, so this is declared, "
+            "not measured"),
+    },
 )
 
 

@@ -21,26 +21,77 @@ extern "C" __global__ void count_nonzero(const uint8_t* p, size_t n, unsigned lo
     if (local) atomicAdd(out, local);
 }
 
-#define LEFTOVER_WORDS 2048
+// Shared memory, private memory and registers: tenant A leaves a secret in all three, tenant B
+// reads them before writing anything. A's words are SCRATCH_SECRET + k for k < SCRATCH_WORDS and
+// B counts a word as A's when word - SCRATCH_SECRET < SCRATCH_WORDS, so nothing B computes
+// itself is ever one of A's words (B never holds the secret, only differences from it) and B's
+// own stale values do not count, only A's.
+//
+// Compilers keep a private array in registers, or drop it, when every index is known: nvcc
+// removed A's constant-indexed volatile array altogether (sm_90, CUDA 13). Indexing through the
+// runtime argument `stride` (always 1) puts it in private (local, scratch) memory for real. A's
+// registers are filled by volatile loads of its shared words, which no compiler may drop or
+// recompute later; B reads registers through empty asm statements that claim to write them.
+#define SCRATCH_SECRET 0x0BADC0DEu
+#define LEFTOVER_WORDS 2048  // shared memory, per block: A's words SECRET + [0, 2048)
+#define PRIVATE_WORDS 256    // private memory, per thread: SECRET + 2048 + [0, 256)
+#define REGISTER_WORDS 64    // registers, per thread: 64 of the shared words
+#define SCRATCH_WORDS (LEFTOVER_WORDS + PRIVATE_WORDS)
+#if defined(__AMDGCN__)
+#define SCRATCH_REG "v"
+#else
+#define SCRATCH_REG "r"
+#endif
 
-// Shared (LDS) and private memory: tenant A fills both with a secret...
-extern "C" __global__ void fill_scratch(uint32_t pattern, unsigned long long* sink) {
-    __shared__ uint32_t shared_area[LEFTOVER_WORDS];
-    volatile uint32_t private_area[256];
-    for (int i = threadIdx.x; i < LEFTOVER_WORDS; i += blockDim.x) shared_area[i] = pattern ^ (uint32_t)i;
-    for (int i = 0; i < 256; ++i) private_area[i] = pattern + (uint32_t)i;
-    __syncthreads();
-    if (threadIdx.x == 0 && private_area[7] == 0 && shared_area[3] == 0) atomicAdd(sink, 1ull);
+__device__ static inline unsigned long long is_scratch_secret(uint32_t word) {
+    return word - SCRATCH_SECRET < SCRATCH_WORDS;
 }
 
-// ...and tenant B reads them before writing anything: everything must be zero.
-extern "C" __global__ void probe_scratch(unsigned long long* out) {
+extern "C" __global__ void fill_scratch(uint32_t stride, unsigned long long* sink) {
     __shared__ uint32_t shared_area[LEFTOVER_WORDS];
-    volatile uint32_t private_area[256];
+    volatile uint32_t private_area[PRIVATE_WORDS];
+    for (int i = threadIdx.x; i < LEFTOVER_WORDS; i += blockDim.x) shared_area[i] = SCRATCH_SECRET + (uint32_t)i;
+    for (uint32_t i = 0; i < PRIVATE_WORDS; ++i)
+        private_area[(i * stride) % PRIVATE_WORDS] = SCRATCH_SECRET + LEFTOVER_WORDS + i;
+    __syncthreads();
+    uint32_t held[REGISTER_WORDS];
+#pragma unroll
+    for (int i = 0; i < REGISTER_WORDS; ++i)
+        held[i] = ((volatile uint32_t*)shared_area)[(threadIdx.x + i) % LEFTOVER_WORDS];
+    // Never true (both words are A's), but no compiler can know, and stores to distinct words
+    // cannot be merged: every word of `held` is in a register of its own up to here.
+    if (private_area[(7 * stride) % PRIVATE_WORDS] == 0 && shared_area[3] == 0) {
+#pragma unroll
+        for (int i = 0; i < REGISTER_WORDS; ++i) ((volatile uint32_t*)sink)[i] = held[i];
+    }
+}
+
+// Tenant B: A's words found in shared and private memory...
+extern "C" __global__ void probe_scratch(uint32_t stride, unsigned long long* out) {
+    __shared__ uint32_t shared_area[LEFTOVER_WORDS];
+    volatile uint32_t private_area[PRIVATE_WORDS];
     unsigned long long found = 0;
-    for (int i = threadIdx.x; i < LEFTOVER_WORDS; i += blockDim.x) found += shared_area[i] != 0;
-    for (int i = 0; i < 256; ++i) found += private_area[i] != 0;
+    for (int i = threadIdx.x; i < LEFTOVER_WORDS; i += blockDim.x) found += is_scratch_secret(shared_area[i]);
+    for (uint32_t i = 0; i < PRIVATE_WORDS; ++i) found += is_scratch_secret(private_area[(i * stride) % PRIVATE_WORDS]);
     if (found) atomicAdd(out, found);
+}
+
+// ...and in registers: each asm claims to have written a register, so B reads whatever the
+// register held when B's kernel started. `never` is 0; the stores it guards keep all of `held`
+// live at once where the compiler takes an empty asm for a definition. ptxas does not (PTX has
+// no instruction for it) and gave B 10 registers on sm_90: enough to find A's words there.
+extern "C" __global__ void probe_registers(uint32_t never, unsigned long long* out) {
+    uint32_t held[REGISTER_WORDS];
+#pragma unroll
+    for (int i = 0; i < REGISTER_WORDS; ++i) asm volatile("" : "=" SCRATCH_REG(held[i]));
+    unsigned long long found = 0;
+#pragma unroll
+    for (int i = 0; i < REGISTER_WORDS; ++i) found += is_scratch_secret(held[i]);
+    if (found) atomicAdd(out, found);
+    if (never) {
+#pragma unroll
+        for (int i = 0; i < REGISTER_WORDS; ++i) ((volatile uint32_t*)out)[2 + i] = held[i];
+    }
 }
 
 // Faults. Offsets are kernel arguments so no compiler can prove the access out of bounds.

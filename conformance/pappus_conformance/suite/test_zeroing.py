@@ -3,7 +3,7 @@
 Tenant A writes a secret into every byte it can reach; tenant B, on the same engine right
 after, reads all of its buffers before writing and must see zeros — after A succeeded, trapped,
 faulted or timed out, across sizes and alignments, past a high-water mark, under concurrency,
-in shared and private memory, and in module globals. B reads twice in a row: a pool may
+in shared and private memory and registers, and in module globals. B reads twice in a row: a pool may
 alternate consecutive invocations between two windows (``DeviceAPI.alternate_windows``), and
 then only the second read lands where A's buffers were.
 """
@@ -104,14 +104,28 @@ def test_concurrent_tenants(harness, reader):
     assert all(struct.unpack("<Q", f.result()["C"])[0] == 0 for f in reads)
 
 
-def test_shared_and_private_memory(harness):
-    a = harness.function(WRITER, "scratch_fill", [launch("fill_scratch", [const("u32", 0x0BADC0DE), {"Ptr": "C"}],
-                                                         grid=4, block=128)], buffers={"C": 8}, outputs=["C"])
-    b = harness.function(READER, "scratch_probe", [launch("probe_scratch", [{"Ptr": "C"}], grid=4, block=128)],
+@pytest.fixture(scope="module")
+def scratch_writer(harness):
+    """Tenant A: leaves its secret in shared memory, private memory and registers (suite.hip)."""
+    return harness.function(WRITER, "scratch_fill", [launch("fill_scratch", [const("u32", 1), {"Ptr": "C"}],
+                                                            grid=4, block=128)], buffers={"C": 8}, outputs=["C"])
+
+
+def test_shared_and_private_memory(harness, scratch_writer):
+    b = harness.function(READER, "scratch_probe", [launch("probe_scratch", [const("u32", 1), {"Ptr": "C"}],
+                                                          grid=4, block=128)], buffers={"C": 8}, outputs=["C"])
+    for _ in range(ROUNDS):
+        harness.invoke(WRITER, scratch_writer)
+        assert leftovers(harness, b) == 0, "shared or private memory kept another tenant's data"
+
+
+def test_registers(harness, scratch_writer):
+    b = harness.function(READER, "register_probe", [launch("probe_registers", [const("u32", 0), {"Ptr": "C"}],
+                                                            grid=4, block=128)],
                          buffers={"C": 8}, outputs=["C"])
     for _ in range(ROUNDS):
-        harness.invoke(WRITER, a)
-        assert leftovers(harness, b) == 0, "shared or private memory kept another tenant's data"
+        harness.invoke(WRITER, scratch_writer)
+        assert leftovers(harness, b) == 0, "registers kept another tenant's data"
 
 
 def test_module_globals(harness):
