@@ -18,11 +18,13 @@ the ``dedicated`` baseline), so the whole path over a bare call is visible too. 
 direct measurements are interleaved round by round, so drift on a shared machine hits all.
 
     python benchmarks/bench_engines.py --backend cpu [--json out.json]
+    python benchmarks/bench_engines.py --backend cuda --device-option scrub_on_chip=false
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import signal
 import socket
@@ -202,14 +204,15 @@ class ProcessHop:
 
 
 def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str = "inference50", n: int = 300,
-            rounds: int = 5, respawns: int = 10, n_heavy: int = 40) -> dict[str, Any]:
+            rounds: int = 5, respawns: int = 10, n_heavy: int = 40,
+            device_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every figure of this benchmark, as a dict (what ``--json`` writes)."""
-    results: dict[str, Any] = {"backend": backend}
+    results: dict[str, Any] = {"backend": backend, "device_options": dict(device_options or {})}
     with tempfile.TemporaryDirectory() as tmp:
         wl = load_workload(workload, backend)
         heavy = load_workload(heavy_name, backend)
         rt = pappus.Runtime(engine=f"{backend}-sequential", state_dir=Path(tmp) / "state", workers=2,
-                            queue_size=4096)
+                            queue_size=4096, device_options=device_options)
         with rt:
             for w in (wl, heavy):
                 w.register(rt)
@@ -263,7 +266,9 @@ def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str =
 def report(results: dict[str, Any]) -> list[str]:
     backend = results["backend"]
     o, r, t = results["overhead"], results["respawn"], results["throughput"]
-    lines = [f"[{backend}] {o['workload']}: direct {o['direct_p50_us']:.0f} us, sequential {o['sequential_p50_us']:.0f} us "
+    options = results.get("device_options") or {}
+    lines = [f"[{backend}] device options: " + ", ".join(f"{k}={v!r}" for k, v in options.items())] if options else []
+    lines += [f"[{backend}] {o['workload']}: direct {o['direct_p50_us']:.0f} us, sequential {o['sequential_p50_us']:.0f} us "
              f"(+{o['sequential_overhead_us']:.0f} us, target <= 100), multiprocess {o['multiprocess_p50_us']:.0f} us "
              f"(+{o['multiprocess_overhead_us']:.0f} us, target <= 300)"]
     if "process_hop_us" in o:
@@ -284,6 +289,17 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def device_option(text: str) -> tuple[str, Any]:
+    """NAME=VALUE, the value read as JSON where it is JSON (false, 3, "x"), else as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value.strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="cpu")
@@ -292,8 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--json", metavar="FILE", type=json_file,
                     help="write the figures as JSON (its directories are created)")
+    ap.add_argument("--device-option", metavar="NAME=VALUE", type=device_option, action="append", default=[],
+                    help="a device option for both engines (repeatable), e.g. scrub_on_chip=false on cuda: "
+                         "what the on-chip scrubs cost")
     args = ap.parse_args(argv)
-    results = measure(args.backend, args.workload, args.heavy, args.n)
+    results = measure(args.backend, args.workload, args.heavy, args.n, device_options=dict(args.device_option))
     for line in report(results):
         print(line)
     if args.json:

@@ -1,9 +1,13 @@
-"""benchmarks/bench_engines.py's process hop: the yardstick its multiprocess figure is read by."""
+"""benchmarks/bench_engines.py: its process hop (the yardstick its multiprocess figure is read by),
+its summaries and its command line."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -33,3 +37,13 @@ def test_respawn_steps_are_summarised_in_the_order_they_run() -> None:
     medians = bench.step_medians(spawns)
     assert list(medians) == ["fork", "open", "lockdown", "total"]
     assert medians == {"fork": 4.0, "open": 20.0, "total": 30.0, "lockdown": 1.0}
+
+
+def test_device_options_are_json_where_they_can_be_and_text_otherwise() -> None:
+    assert bench.device_option("scrub_on_chip=false") == ("scrub_on_chip", False)
+    assert bench.device_option("heap_limit=4096") == ("heap_limit", 4096)
+    assert bench.device_option("arch=sm_90") == ("arch", "sm_90")
+    assert bench.device_option("context = own") == ("context", "own")
+    for bad in ("scrub_on_chip", "=false"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+            bench.device_option(bad)
