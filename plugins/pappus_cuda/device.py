@@ -75,33 +75,44 @@ class ParamLayout:
 
 
 class PackedArgs:
-    """One launch's arguments in the two forms ``cuLaunchKernel`` accepts.
+    """A launch's arguments in the two forms ``cuLaunchKernel`` accepts.
 
     ``buffer`` holds every argument at its parameter offset (the ``extra`` form); ``pointers``
     is the ``kernelParams`` array of ``void*``, entry *i* pointing at argument *i* inside that
-    same buffer. Both stay alive as long as this object does.
+    same buffer. The driver copies the parameters when the launch is enqueued (as every CUDA
+    program's launch from stack variables relies on), so a kernel keeps one of these and
+    :meth:`fill` refills it for each launch: allocating the ctypes arrays anew cost more than
+    the rest of a launch's Python.
     """
 
-    __slots__ = ("kernel", "layout", "buffer", "pointers", "size", "extra")
+    __slots__ = ("kernel", "layout", "buffer", "pointers", "size", "extra", "_slots")
 
-    def __init__(self, kernel: str, layout: ParamLayout, args: tuple[bytes, ...]) -> None:
-        if len(args) != len(layout.sizes):
-            raise DeviceError(f"kernel {kernel!r} takes {len(layout.sizes)} arguments, the launch has {len(args)}",
-                              api="cuLaunchKernel", status="bad_arguments", kernel=kernel)
+    def __init__(self, kernel: str, layout: ParamLayout, args: tuple[bytes, ...] | None = None) -> None:
         self.kernel = kernel
         self.layout = layout
         self.buffer = ctypes.create_string_buffer(max(layout.span, 1))
         base = ctypes.addressof(self.buffer)
-        self.pointers = (ctypes.c_void_p * max(len(args), 1))()
-        for i, (raw, size, offset) in enumerate(zip(args, layout.sizes, layout.offsets, strict=True)):
-            if len(raw) != size:
-                raise DeviceError(f"argument {i} of kernel {kernel!r} is {len(raw)} bytes; the kernel's parameter "
-                                  f"is {size}", api="cuLaunchKernel", status="bad_arguments", kernel=kernel)
-            ctypes.memmove(base + offset, raw, size)
-            self.pointers[i] = base + offset
+        self.pointers = (ctypes.c_void_p * max(len(layout.sizes), 1))(*(base + o for o in layout.offsets))
         self.size = ctypes.c_size_t(layout.span)
         self.extra = (ctypes.c_void_p * 5)(LAUNCH_PARAM_BUFFER_POINTER, base, LAUNCH_PARAM_BUFFER_SIZE,
                                            ctypes.addressof(self.size), LAUNCH_PARAM_END)
+        self._slots = tuple(zip(layout.sizes, (base + o for o in layout.offsets), strict=True))
+        if args is not None:
+            self.fill(args)
+
+    def fill(self, args: tuple[bytes, ...]) -> PackedArgs:
+        """Put one launch's arguments in place (every parameter is written: nothing of the last
+        launch's is left); refuses a wrong count or size, naming the argument."""
+        if len(args) != len(self._slots):
+            raise DeviceError(f"kernel {self.kernel!r} takes {len(self._slots)} arguments, the launch has {len(args)}",
+                              api="cuLaunchKernel", status="bad_arguments", kernel=self.kernel)
+        for i, (raw, (size, address)) in enumerate(zip(args, self._slots, strict=True)):
+            if len(raw) != size:
+                raise DeviceError(f"argument {i} of kernel {self.kernel!r} is {len(raw)} bytes; the kernel's "
+                                  f"parameter is {size}", api="cuLaunchKernel", status="bad_arguments",
+                                  kernel=self.kernel)
+            ctypes.memmove(address, raw, size)
+        return self
 
     def raw(self) -> bytes:
         """The parameter buffer as the kernel sees its parameter bank (for tests and debugging)."""
@@ -133,6 +144,8 @@ class CudaKernel(LoadedKernel):
     dynamic_shared_limit: int = 0
     #: (static shared bytes, local bytes per thread) as the driver reports them, read at first launch
     usage: tuple[int, int] | None = None
+    #: the parameter block every launch of this kernel refills (made at its first launch)
+    packed: PackedArgs | None = None
 
 
 # --- the device -------------------------------------------------------------------------------
@@ -366,7 +379,9 @@ class CudaDevice(GpuDevice):
     def launch(self, launch: Launch) -> None:
         self._require_open()
         kernel: CudaKernel = self._launch_kernel(launch)
-        packed = PackedArgs(kernel.name, kernel.layout, launch.args)
+        if kernel.packed is None:
+            kernel.packed = PackedArgs(kernel.name, kernel.layout)
+        packed = kernel.packed.fill(launch.args)
         shared = int(launch.shared_mem_bytes)
         if shared > kernel.dynamic_shared_limit:  # opt in: the default is 48 KiB less the static part
             # The limit is the driver function's, which other handles of the same kernel share
@@ -377,7 +392,7 @@ class CudaDevice(GpuDevice):
                 self._call("cuFuncSetAttribute", kernel.function, attr, shared, kernel=kernel.name)
                 limit = shared
             kernel.dynamic_shared_limit = limit
-        names = self._enqueued(kernel.name, packed)
+        names = self._enqueued(kernel.name)  # the kernel keeps its parameter block
         gx, gy, gz = launch.grid
         bx, by, bz = launch.block
         if self.launch_params == "buffer":

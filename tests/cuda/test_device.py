@@ -292,6 +292,32 @@ def test_by_value_arguments_in_both_launch_modes(gpu, objects, mode):
         dev.close()
 
 
+@pytest.mark.parametrize("mode", ["pointers", "buffer"])
+def test_launches_queued_behind_a_long_one_keep_their_own_arguments(gpu, objects, mode):
+    """Each kernel refills one parameter block per launch (device.py, PackedArgs): the driver must
+    have copied a launch's arguments by the time cuLaunchKernel returns. 200 launches queued
+    behind a fill of 512 MiB each write their own value to their own 256 bytes."""
+    from pappus_cuda.device import CudaDevice
+
+    dev = CudaDevice(launch_params=mode)
+    dev.open()
+    try:
+        big = 512 << 20
+        base = dev.reserve(big + (1 << 20))
+        fill = dev.get_kernel(dev.load_module(image(objects["fault"])), "fill_u8")
+        dev.launch(Launch("fill_u8", fill, (big // 256, 1, 1), (256, 1, 1), 0,
+                          (struct.pack("<Q", base + (1 << 20)), struct.pack("<Q", big), b"\x01")))
+        for i in range(200):
+            dev.launch(Launch("fill_u8", fill, (1, 1, 1), (256, 1, 1), 0,
+                              (struct.pack("<Q", base + 256 * i), struct.pack("<Q", 256), bytes([i % 255 + 1]))))
+        dev.synchronize()
+        out = bytearray(256 * 200)
+        dev.read(base, memoryview(out))
+        assert out == b"".join(bytes([i % 255 + 1]) * 256 for i in range(200))
+    finally:
+        dev.close()
+
+
 def _fault_in_child(context: str, fault_object: bytes, kernel: str) -> dict[str, Any]:
     """In a fresh process (a sticky fault may end CUDA for the whole process): fault, then try
     ``reset()`` and, if it recovers, show the device works and the new pool is zero."""

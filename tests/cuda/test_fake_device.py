@@ -117,6 +117,27 @@ def test_scalar_and_struct_arguments_reach_the_kernel(opened, code_objects, mode
     assert fake.scalars_seen == (0xDEAD, -3, 1.5, 0.25, struct24, -1)
 
 
+@pytest.mark.parametrize("mode", ["pointers", "buffer"])
+def test_each_launch_of_a_kernel_carries_its_own_arguments(opened, code_objects, mode):
+    """One parameter block per kernel, refilled per launch: the driver copies it at enqueue (the
+    fake, like the driver, takes the bytes when cuLaunchKernel is called)."""
+    fake, dev, _ = opened(launch_params=mode)
+    kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "scalars")
+
+    def args(i: int) -> tuple[bytes, ...]:
+        return (struct.pack("<Q", 0x1000 * i), struct.pack("<i", -i), struct.pack("<f", i / 2),
+                struct.pack("<d", i / 4), struct.pack("<qdi4x", i, 0.5, 7), struct.pack("<b", i))
+
+    for i in (1, 2, 3):
+        dev.launch(Launch("scalars", kernel, (1, 1, 1), (1, 1, 1), 0, args(i)))
+    with pytest.raises(DeviceError, match="argument 5 of kernel 'scalars' is 2 bytes"):
+        dev.launch(Launch("scalars", kernel, (1, 1, 1), (1, 1, 1), 0, args(4)[:5] + (b"\0\0",)))
+    dev.launch(Launch("scalars", kernel, (1, 1, 1), (1, 1, 1), 0, args(2)))  # after a refused one
+    dev.synchronize()
+    assert [raw for name, _, raw in fake.launches] == [b"".join(args(i)) for i in (1, 2, 3, 2)]
+    assert fake.scalars_seen == (0x2000, -2, 1.0, 0.5, args(2)[4], 2)
+
+
 def test_wrong_argument_sizes_never_reach_the_driver(opened, code_objects):
     fake, dev, _ = opened()
     kernel = dev.get_kernel(dev.load_module(image(code_objects.get("clean", "sm_90"))), "matmul_at_i64")
