@@ -4,7 +4,8 @@
   directly on the same DeviceAPI with preallocated buffers (no queue, no resolution, no pool,
   no zeroing, no copies) — what the engine kit itself costs;
 * respawn: time from killing a multiprocess worker until a replacement has served, and the
-  replacement's start step by step (fork, the device's open, heap limit, reserve, lockdown, ...);
+  replacement's start step by step (fork, the device's open, heap limit, reserve, lockdown, ...),
+  or with --spare-workers the time to hand it a spare started ahead;
 * throughput: multiprocess (2 workers) vs sequential on a compute-bound function.
 
 Also, to read the multiprocess figure by (no target): a bare process hop in the same rounds, a
@@ -19,6 +20,7 @@ direct measurements are interleaved round by round, so drift on a shared machine
 
     python benchmarks/bench_engines.py --backend cpu [--json out.json]
     python benchmarks/bench_engines.py --backend cuda --device-option scrub_on_chip=false
+    python benchmarks/bench_engines.py --backend cuda --spare-workers 1
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def respawn_time(rt: pappus.Runtime, wl: Workload, inputs: dict[str, bytes], rep
     out = []
     for _ in range(reps):
         rt.invoke(wl.function, inputs, engine=engine_name)
+        ready_by = time.monotonic() + 60
+        while len(engine.spares.pids()) < engine.spares.wanted:  # each kill finds its spares ready
+            if time.monotonic() > ready_by:
+                raise RuntimeError(f"{engine_name}: its spare workers did not start within 60 s")
+            time.sleep(0.005)
         t0 = time.perf_counter()
         kill_worker(engine, 0, signal.SIGKILL)
         before = engine.metrics.respawns
@@ -205,14 +212,15 @@ class ProcessHop:
 
 def measure(backend: str = "cpu", workload: str = "matmul128", heavy_name: str = "inference50", n: int = 300,
             rounds: int = 5, respawns: int = 10, n_heavy: int = 40,
-            device_options: dict[str, Any] | None = None) -> dict[str, Any]:
+            device_options: dict[str, Any] | None = None, spare_workers: int = 0) -> dict[str, Any]:
     """Every figure of this benchmark, as a dict (what ``--json`` writes)."""
-    results: dict[str, Any] = {"backend": backend, "device_options": dict(device_options or {})}
+    results: dict[str, Any] = {"backend": backend, "device_options": dict(device_options or {}),
+                               "spare_workers": spare_workers}
     with tempfile.TemporaryDirectory() as tmp:
         wl = load_workload(workload, backend)
         heavy = load_workload(heavy_name, backend)
         rt = pappus.Runtime(engine=f"{backend}-sequential", state_dir=Path(tmp) / "state", workers=2,
-                            queue_size=4096, device_options=device_options)
+                            queue_size=4096, device_options=device_options, spare_workers=spare_workers)
         with rt:
             for w in (wl, heavy):
                 w.register(rt)
@@ -278,8 +286,10 @@ def report(results: dict[str, Any]) -> list[str]:
     if "dedicated_p50_us" in o:
         lines.append(f"[{backend}] {o['workload']}: called directly in process, no isolation: "
                      f"{o['dedicated_p50_us']:.0f} us")
-    lines.append(f"[{backend}] respawn until serving again: p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
-                 "(target <= 50)")
+    spares = results.get("spare_workers") or 0
+    lines.append(f"[{backend}] respawn until serving again"
+                 + (f" (with {spares} spare worker{'s' if spares > 1 else ''} ready)" if spares else "")
+                 + f": p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms (target <= 50)")
     steps = r.get("steps_p50_ms") or {}
     if steps:
         lines.append(f"[{backend}] a worker's start, p50 ms a step: "
@@ -311,8 +321,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device-option", metavar="NAME=VALUE", type=device_option, action="append", default=[],
                     help="a device option for both engines (repeatable), e.g. scrub_on_chip=false on cuda: "
                          "what the on-chip scrubs cost")
+    ap.add_argument("--spare-workers", type=int, default=0, metavar="N",
+                    help="workers each engine starts ahead and holds in reserve (EngineOptions.spare_workers); "
+                         "every kill then finds them ready")
     args = ap.parse_args(argv)
-    results = measure(args.backend, args.workload, args.heavy, args.n, device_options=dict(args.device_option))
+    results = measure(args.backend, args.workload, args.heavy, args.n, device_options=dict(args.device_option),
+                      spare_workers=args.spare_workers)
     for line in report(results):
         print(line)
     if args.json:

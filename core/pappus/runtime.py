@@ -63,6 +63,7 @@ class Runtime:
         *,
         state_dir: str | Path | None = None,
         workers: int = 2,
+        spare_workers: int = 0,
         queue_size: int = 1024,
         heap_limit: int = 0,
         pool_bytes: int | None = None,
@@ -85,8 +86,9 @@ class Runtime:
         self.default_deadline = limits.default_deadline if deadline is None else check_deadline(
             deadline, limits.max_deadline)
         self.max_library_bytes = max_library_bytes
-        self._base_options = EngineOptions(workers=workers, queue_size=queue_size, heap_limit=heap_limit,
-                                           pool_bytes=pool_bytes, device_options=dict(device_options or {}))
+        self._base_options = EngineOptions(workers=workers, spare_workers=spare_workers, queue_size=queue_size,
+                                           heap_limit=heap_limit, pool_bytes=pool_bytes,
+                                           device_options=dict(device_options or {}))
         self._engine_options = dict(engine_options or {})
         self.dispatcher = Dispatcher(self.plugins, self._options_for)
         # Per tenant: a warm entry must not tell one tenant that another registered the same bytes.

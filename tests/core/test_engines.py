@@ -183,10 +183,71 @@ def test_kill_worker_mid_invocation(tmp_path):
         assert ("host-multiprocess", busy, "SIGKILL") in observer.heard
         # the respawn step by step, as the supervisor saw it and the new worker reported it
         steps = engine.respawn_steps[-1]
-        assert list(steps) == ["fork", "scope", "open", "heap_limit", "reserve", "pool", "monitors", "lockdown",
-                               "handshake", "total"]
+        # (reap: from SIGKILL until the old process was gone; the new one is asked for after it)
+        assert list(steps) == ["reap", "fork", "scope", "open", "heap_limit", "reserve", "pool", "monitors",
+                               "lockdown", "handshake", "total"]
         assert all(seconds >= 0 for seconds in steps.values())
-        assert sum(steps.values()) - steps["total"] <= steps["total"] == engine.respawn_times[-1]
+        start = {name: s for name, s in steps.items() if name != "reap"}
+        assert sum(start.values()) - steps["total"] <= steps["total"] == engine.respawn_times[-1]
+    finally:
+        rt.close()
+
+
+def _eventually(condition, what: str, timeout: float = 20.0):
+    end = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+    return value
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_spare_worker_takes_a_dead_workers_place(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1, spare_workers=1)
+    try:
+        engine = rt.engine()
+        assert engine.processes == 2  # the spare takes a pool share like a worker
+        (spare,) = _eventually(engine.spares.pids, "the spare never started")
+        victim = kill_worker(engine, 0, signal.SIGKILL)
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)  # found dead, replaced, retried
+        assert engine.slots[0].pid == spare  # the slot took the spare, no new process was waited for
+        assert list(engine.respawn_steps[-1]) == ["reap", "spare", "total"]
+        assert engine.respawn_times[-1] < 0.5
+        (refill,) = _eventually(engine.spares.pids, "no new spare after the first was taken")
+        assert refill not in (spare, victim)
+    finally:
+        rt.close()
+    assert _eventually(lambda: _gone(refill), "the waiting spare outlived its engine", 10)
+
+
+def test_a_spare_that_died_waiting_is_never_handed_out(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", workers=1, spare_workers=1)
+    try:
+        engine = rt.engine()
+        (spare,) = _eventually(engine.spares.pids, "the spare never started")
+        os.kill(spare, signal.SIGKILL)
+        kill_worker(engine, 0, signal.SIGKILL)
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        assert engine.slots[0].pid not in (None, spare)
+        fresh = _eventually(lambda: [p for p in engine.spares.pids() if p != spare], "no spare after one died")
+        check_mm(rt.invoke("mm", {"A": A.tobytes()}), A)
+        assert fresh
+    finally:
+        rt.close()
+
+
+def test_spare_workers_must_not_be_negative(tmp_path):
+    rt = make_runtime(tmp_path, "host-multiprocess", spare_workers=-1)
+    try:
+        with pytest.raises(ValueError, match="spare_workers must be 0 or more, not -1"):
+            rt.engine()
     finally:
         rt.close()
 

@@ -44,9 +44,11 @@ def test_loopback_detection():
 
 def test_config_file_and_flags(tmp_path):
     cfg = tmp_path / "serve.toml"
-    cfg.write_text('engine = "host-multiprocess"\nworkers = 3\nmax-body-bytes = 4096\n[quotas]\nlibraries = 5\n')
+    cfg.write_text('engine = "host-multiprocess"\nworkers = 3\nspare-workers = 1\nmax-body-bytes = 4096\n'
+                   '[quotas]\nlibraries = 5\n')
     s = make_settings(cfg, workers=4)
-    assert (s.engine, s.workers, s.max_body_bytes, s.base_quotas().libraries) == ("host-multiprocess", 4, 4096, 5)
+    assert (s.engine, s.workers, s.spare_workers, s.max_body_bytes, s.base_quotas().libraries) == (
+        "host-multiprocess", 4, 1, 4096, 5)
     cfg.write_text('engine = "x"\nwrokers = 3\nport = "http"\n[quotas]\nlibrarys = 1\n')
     with pytest.raises(Exception) as info:
         make_settings(cfg)
@@ -62,13 +64,15 @@ def test_config_file_and_flags(tmp_path):
 
 def test_config_file_reports_every_problem_at_once(tmp_path):
     cfg = tmp_path / "serve.toml"
-    cfg.write_text('engin = "cpu-sequential"\nworkers = "four"\nmax-body-bytes = -1\nqueue-sise = 4\n'
+    cfg.write_text('engin = "cpu-sequential"\nworkers = "four"\nspare-workers = -1\nmax-body-bytes = -1\n'
+                   'queue-sise = 4\n'
                    '[quotas]\nlibrarys = 1\nfunctions = -2\n')
     with pytest.raises(ValidationError) as info:
         make_settings(cfg)
     assert [(e.path, e.message.split(" (known:")[0]) for e in info.value.errors] == [
         ("engin", "unknown setting, did you mean 'engine'?"),
         ("workers", "must be a whole number >= 1"),
+        ("spare-workers", "must be a whole number >= 0"),
         ("max-body-bytes", "must be a whole number of bytes >= 1024"),
         ("queue-sise", "unknown setting, did you mean 'queue-size'?"),
         ("quotas.librarys", "unknown quota 'librarys', did you mean 'libraries'?"),
@@ -76,7 +80,7 @@ def test_config_file_reports_every_problem_at_once(tmp_path):
     ]
     with pytest.raises(ValidationError) as info:  # the same from the file alone
         load_config_file(cfg)
-    assert len(info.value.errors) == 6
+    assert len(info.value.errors) == 7
     # A value a flag replaces is not the file's problem; no close match, no suggestion.
     cfg.write_text('workers = "four"\nzzz = 1\n')
     with pytest.raises(ValidationError) as info:

@@ -37,6 +37,10 @@ class EngineOptions:
     """Options common to every engine; backends add their own device options."""
 
     workers: int = 2  # multiprocess only
+    #: Multiprocess only: workers started ahead and held in reserve. A dead worker's slot takes
+    #: one at once instead of waiting for a new process to open the device (on a GPU, most of a
+    #: respawn); each holds a device context and a pool share like a serving worker.
+    spare_workers: int = 0
     queue_size: int = 1024
     heap_limit: int = 0
     pool_bytes: int | None = None

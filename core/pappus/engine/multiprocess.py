@@ -5,7 +5,9 @@ memory. Each worker has a supervisor thread here that feeds it from the engine's
 copies inputs into the worker's shared arena, and waits for the reply, the worker's death, or
 the deadline. A worker that dies, hangs or cannot recover from a fault is killed if needed and
 respawned from the forkserver template; only its in-flight invocation fails, with the cause.
-Its pool memory goes with the process, so no other tenant can reach it.
+Its pool memory goes with the process, so no other tenant can reach it. With
+``spare_workers``, workers started ahead wait in reserve and a dead worker's slot takes one at
+once (``_SpareKeeper``), so a respawn does not wait for a new process to open the device.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class _Worker:
         self.heap_limit: int | None = None
         self.details: dict[str, Any] = {}  # the device details its worker reported at start
         self.start_steps: dict[str, float] = {}  # its last start, step by step (``start_steps``)
+        self.reaped_in: float | None = None  # seconds its last kill took, until the process was gone
         self.known: set[str] = set()
         self.current: str | None = None  # id of the invocation this worker runs now
         self.seq = 0
@@ -131,7 +134,7 @@ class _Worker:
     def spawn(self) -> None:
         asked_at = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cfg = self.engine.options.executor_config(share=self.engine.workers)
+        cfg = self.engine.options.executor_config(share=self.engine.processes)
         try:
             self.pid = self.engine.zygote.spawn("pappus.engine.worker:worker_main", [theirs.fileno()],
                                                 (self.engine.device_spec, cfg, self.index,
@@ -178,18 +181,28 @@ class _Worker:
     def kill(self) -> None:
         pid, self.pid = self.pid, None
         if pid is not None:
+            started = time.monotonic()
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.engine.zygote.wait_exit(pid, 5.0)
             self.engine.zygote.forget(pid)
+            self.reaped_in = time.monotonic() - started
         if self.conn is not None:
             self.conn.close()
             self.conn = None
         if self.arena is not None:
             self.arena.close()
             self.arena = None
+
+    def adopt(self, spare: _Worker) -> None:
+        """Take over ``spare``'s started worker process (this slot's own has been killed)."""
+        self.conn, self.arena, self.pid = spare.conn, spare.arena, spare.pid
+        spare.conn, spare.arena, spare.pid = None, None, None
+        self.capacity, self.heap_limit, self.details = spare.capacity, spare.heap_limit, spare.details
+        self.start_steps = spare.start_steps
+        self.known = set()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.conn is not None and self.pid is not None:
@@ -208,6 +221,8 @@ class MultiprocessEngine(EngineBase):
         super().__init__(backend, options)
         if options.workers < 1:
             raise ValueError("a multiprocess engine needs at least one worker")
+        if options.spare_workers < 0:
+            raise ValueError(f"spare_workers must be 0 or more, not {options.spare_workers}")
         unknown = lockdown.unknown_keeps(backend.worker_keeps)
         if unknown:
             raise ValueError(f"backend {backend.name!r}: worker_keeps names {', '.join(unknown)}, which the worker "
@@ -224,12 +239,19 @@ class MultiprocessEngine(EngineBase):
         #: The last 1,000 respawns, each step by step (``start_steps``).
         self.respawn_steps: deque[dict[str, float]] = deque(maxlen=1000)
         self._warned_unlocked = False
+        self.spares = _SpareKeeper(self, options.spare_workers)
         for t in self._threads:
             t.start()
+        self.spares.start()
 
     @property
     def workers(self) -> int:
         return len(self.slots)
+
+    @property
+    def processes(self) -> int:
+        """Worker processes this engine keeps: its workers and its spares (each takes a pool share)."""
+        return len(self.slots) + self.spares.wanted
 
     @property
     def respawn_times(self) -> list[float]:
@@ -338,14 +360,16 @@ class MultiprocessEngine(EngineBase):
 
     def _respawn(self, slot: _Worker, cause: str) -> bool:
         try:
-            slot.spawn()
+            if not self.spares.hand_to(slot):
+                slot.spawn()
         except Exception:
             log.warning("engine %s: respawning worker %d failed", self.name, slot.index, exc_info=True)
             return False
         seconds = slot.start_steps["total"]
         with self.metrics.lock:
             self.metrics.respawns += 1
-        self.respawn_steps.append(slot.start_steps)
+        reaped, slot.reaped_in = slot.reaped_in, None  # the old process's end, before the new one's start
+        self.respawn_steps.append(slot.start_steps if reaped is None else {"reap": reaped, **slot.start_steps})
         self.plugins.notify("pappus_worker_respawned", engine=self.name, worker=slot.index, cause=cause,
                             seconds=seconds)
         return True
@@ -531,7 +555,92 @@ class MultiprocessEngine(EngineBase):
                 slot.kill()
         for t in self._threads:
             t.join(5)
+        self.spares.close()
         self.zygote.close()
+
+
+class _SpareKeeper:
+    """Keeps ``wanted`` started workers in reserve, from its own thread, and hands one to a slot
+    whose worker has gone (``hand_to``). A spare is a worker like any other (opened, pool
+    reserved, locked down, arena handed over) that has not served yet; one that speaks or dies
+    while waiting is replaced, never handed out."""
+
+    def __init__(self, engine: MultiprocessEngine, wanted: int) -> None:
+        self.engine = engine
+        self.wanted = wanted
+        self._ready: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._next_index = len(engine.slots)  # spares are numbered after the slots, never reused
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.wanted:
+            self._thread = threading.Thread(target=self._main, daemon=True, name=f"pappus-{self.engine.name}-spares")
+            self._thread.start()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._ready if w.pid is not None]
+
+    def hand_to(self, slot: _Worker) -> bool:
+        """Give ``slot`` (whose process is gone) a waiting spare; False if none is ready."""
+        while True:
+            with self._lock:
+                if not self._ready:
+                    return False
+                spare = self._ready.pop(0)
+            self._wake.set()  # start its replacement now
+            asked_at = time.monotonic()
+            if spare.conn is None or spare.conn.poll(0):  # a waiting worker that spoke has died
+                spare.kill()
+                continue
+            slot.adopt(spare)
+            slot.start_steps = {"spare": time.monotonic() - asked_at, "total": time.monotonic() - asked_at}
+            return True
+
+    def _main(self) -> None:
+        failures = 0
+        while not self._closing:
+            with self._lock:
+                dead = [w for w in self._ready if w.conn is None or w.conn.poll(0)]
+                self._ready = [w for w in self._ready if w not in dead]
+                short = self.wanted - len(self._ready)
+            for worker in dead:
+                worker.kill()
+            if short <= 0 or self.engine.queue.closed:
+                self._wake.wait(IDLE_CHECK * 10)
+                self._wake.clear()
+                continue
+            spare = _Worker(self.engine, self._next_index)
+            self._next_index += 1
+            try:
+                spare.spawn()
+            except Exception:
+                failures += 1
+                log.warning("engine %s: starting spare worker %d failed", self.engine.name, spare.index,
+                            exc_info=True)
+                self._wake.wait(min(30.0, 0.05 * 2 ** min(failures, 10)))
+                self._wake.clear()
+                continue
+            failures = 0
+            with self._lock:
+                keep = not self._closing
+                if keep:
+                    self._ready.append(spare)
+            if not keep:
+                spare.stop()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(START_TIMEOUT)
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for spare in ready:
+            spare.stop()
 
 
 def kill_worker(engine: MultiprocessEngine, index: int, sig: int = signal.SIGKILL) -> int:

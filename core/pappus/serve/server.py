@@ -34,7 +34,7 @@ def build_runtime(settings: ServeSettings) -> Runtime:
     registry = Registry(registry_root)
     store = TenantStore(registry=registry, base_quotas=settings.base_quotas())
     return Runtime(engine=settings.engine, state_dir=registry.root, workers=settings.workers,
-                   queue_size=settings.queue_size, heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes,
+                   spare_workers=settings.spare_workers, queue_size=settings.queue_size, heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes,
                    deadline=settings.deadline, tenants=store)
 
 

@@ -30,6 +30,8 @@ SERVE_QUOTAS: Quotas = replace(BUILTIN_QUOTAS, concurrent_invocations=256, queue
 class ServeSettings:
     engine: str = "cpu-sequential"
     workers: int = 2
+    #: started workers held in reserve, so a dead worker is replaced at once (GPU backends)
+    spare_workers: int = 0
     host: str = "127.0.0.1"
     port: int = 8080
     state_dir: str | None = None
@@ -61,6 +63,7 @@ class ServeSettings:
 
         need(isinstance(self.engine, str) and bool(self.engine), "engine", "must name an engine, <backend>-<kind>")
         need(_int(self.workers) and self.workers >= 1, "workers", "must be a whole number >= 1")
+        need(_int(self.spare_workers) and self.spare_workers >= 0, "spare_workers", "must be a whole number >= 0")
         need(isinstance(self.host, str) and bool(self.host), "host", "must be a host name or address")
         need(_int(self.port) and 0 <= self.port <= 65535, "port", "must be a port number (0-65535)")
         need(_int(self.max_body_bytes) and self.max_body_bytes >= 1024, "max_body_bytes",
