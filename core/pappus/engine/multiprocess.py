@@ -597,7 +597,8 @@ class _SpareKeeper:
                 spare.kill()
                 continue
             slot.adopt(spare)
-            slot.start_steps = {"spare": time.monotonic() - asked_at, "total": time.monotonic() - asked_at}
+            handed = time.monotonic() - asked_at
+            slot.start_steps = {"spare": handed, "total": handed}
             return True
 
     def _main(self) -> None:
