@@ -255,7 +255,8 @@ class MultiprocessEngine(EngineBase):
 
     @property
     def respawn_times(self) -> list[float]:
-        """Seconds each of the last 1,000 respawns took, from asking the zygote until the worker serves."""
+        """Seconds each of the last 1,000 respawns took, from asking the zygote (or the spares) until
+        the worker serves."""
         return [steps["total"] for steps in self.respawn_steps]
 
     @property
@@ -593,7 +594,7 @@ class _SpareKeeper:
                 spare = self._ready.pop(0)
             self._wake.set()  # start its replacement now
             asked_at = time.monotonic()
-            if spare.conn is None or spare.conn.poll(0):  # a waiting worker that spoke has died
+            if self._gone(spare):
                 spare.kill()
                 continue
             slot.adopt(spare)
@@ -601,11 +602,16 @@ class _SpareKeeper:
             slot.start_steps = {"spare": handed, "total": handed}
             return True
 
+    @staticmethod
+    def _gone(spare: _Worker) -> bool:
+        """A waiting worker says nothing until it is asked: one that spoke has died."""
+        return spare.conn is None or spare.conn.poll(0)
+
     def _main(self) -> None:
         failures = 0
         while not self._closing:
             with self._lock:
-                dead = [w for w in self._ready if w.conn is None or w.conn.poll(0)]
+                dead = [w for w in self._ready if self._gone(w)]
                 self._ready = [w for w in self._ready if w not in dead]
                 short = self.wanted - len(self._ready)
             for worker in dead:

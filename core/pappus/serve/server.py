@@ -34,8 +34,9 @@ def build_runtime(settings: ServeSettings) -> Runtime:
     registry = Registry(registry_root)
     store = TenantStore(registry=registry, base_quotas=settings.base_quotas())
     return Runtime(engine=settings.engine, state_dir=registry.root, workers=settings.workers,
-                   spare_workers=settings.spare_workers, queue_size=settings.queue_size, heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes,
-                   deadline=settings.deadline, tenants=store)
+                   spare_workers=settings.spare_workers, queue_size=settings.queue_size,
+                   heap_limit=settings.heap_limit, pool_bytes=settings.pool_bytes, deadline=settings.deadline,
+                   tenants=store)
 
 
 class ListenError(PappusError):
